@@ -1,0 +1,60 @@
+"""The FastAPI application factory. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from irmsia import __version__
+from irmsia.api import errors
+from irmsia.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from irmsia.api.routers import audit, auth, health, users
+from irmsia.bootstrap import Container, build_container
+from irmsia.config import Settings, load_settings
+
+API_PREFIX = "/api/v1"
+UPLOAD_PREFIXES = (f"{API_PREFIX}/dicom/upload", "/dicomweb/studies", "/portal/upload")
+
+DESCRIPTION = """
+IRMSIA keeps medical images private and tamper-evident, analyses them with AI and serves
+the results. Authenticate with `POST /api/v1/auth/login` (OAuth2 password form) and send
+`Authorization: Bearer <access_token>`. Every error body is
+`{"error": code, "detail": message, "request_id": id}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
+    """Build the app from ``settings`` (read from the environment when omitted)."""
+    if container is None:
+        container = build_container(settings or load_settings())
+    owned = container
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        owned.close()
+
+    app = FastAPI(
+        title="IRMSIA",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url="/redoc",
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    errors.install(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=container.settings.MAX_JSON_BYTES,
+        upload_limit=container.settings.MAX_UPLOAD_BYTES,
+        upload_prefixes=UPLOAD_PREFIXES,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    for router in (auth.router, users.router, audit.router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,1 @@
+"""Wire schemas (pydantic), named with fixed suffixes: *Public, *Create, *Update."""

@@ -1,0 +1,129 @@
+"""Build every concrete backend once, from ``Settings``.
+
+Nothing is built at import time: ``build_container(settings)`` returns a fresh object
+graph, so two apps with different settings can live in one process (tests do this).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from argon2 import PasswordHasher
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from irmsia.clock import Clock, utc_now
+from irmsia.config import Settings
+from irmsia.db import migrate
+from irmsia.db.engine import make_engine, make_session_factory, ping
+from irmsia.errors import ConfigError
+from irmsia.security.passwords import Passwords
+from irmsia.security.tokens import AccessTokens
+from irmsia.usecases.audit import AuditLog
+from irmsia.usecases.auth import Authenticator, ThrottlePolicy
+from irmsia.usecases.users import Accounts
+
+if TYPE_CHECKING:
+    from irmsia.storage.base import BlobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    """The application's object graph: settings, database, backends and use cases."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+    audit: AuditLog
+    auth: Authenticator
+    accounts: Accounts
+    blobs: BlobStore
+    closers: list[Any] = field(default_factory=list)
+
+    def check_ready(self) -> dict[str, str]:
+        """Readiness: the database answers and the blob store accepts writes."""
+        ping(self.engine)
+        self.blobs.check_writable()
+        return {"database": "ok", "storage": "ok"}
+
+    def close(self) -> None:
+        for closer in reversed(self.closers):
+            closer()
+        self.engine.dispose()
+
+
+def build_blob_store(settings: Settings) -> BlobStore:
+    """The configured blob store (filesystem by default)."""
+    from irmsia.storage import create_blob_store
+
+    if settings.STORAGE_BACKEND == "s3":
+        return create_blob_store(
+            "s3",
+            bucket=settings.S3_BUCKET,
+            prefix=settings.S3_PREFIX,
+            endpoint_url=settings.S3_ENDPOINT_URL or None,
+            region=settings.S3_REGION,
+            access_key_id=settings.S3_ACCESS_KEY_ID.get_secret_value() if settings.S3_ACCESS_KEY_ID else None,
+            secret_access_key=(
+                settings.S3_SECRET_ACCESS_KEY.get_secret_value() if settings.S3_SECRET_ACCESS_KEY else None
+            ),
+        )
+    return create_blob_store("filesystem", root=settings.storage_path)
+
+
+def build_container(settings: Settings, *, clock: Clock = utc_now, upgrade: bool | None = None) -> Container:
+    """Build the object graph; apply migrations when configured to (development default)."""
+    engine = make_engine(settings.database_url)
+    if settings.auto_upgrade if upgrade is None else upgrade:
+        migrate.upgrade(engine)
+    elif not migrate.is_current(engine):
+        raise ConfigError("the database schema is not current; run `irmsia db upgrade`")
+    sessions = make_session_factory(engine)
+    closers: list[Any] = []
+    audit = AuditLog(sessions=sessions, clock=clock)
+    passwords = Passwords(
+        PasswordHasher(time_cost=settings.ARGON2_TIME_COST, memory_cost=settings.ARGON2_MEMORY_KIB)
+    )
+    oidc = None
+    if settings.OIDC_ISSUER:
+        from irmsia.security.oidc import OIDCVerifier
+
+        http = httpx.Client(timeout=10.0)
+        closers.append(http.close)
+        oidc = OIDCVerifier(
+            settings.OIDC_ISSUER,
+            settings.OIDC_AUDIENCE,
+            http=http,
+            role_claim=settings.OIDC_ROLE_CLAIM,
+            role_map=settings.OIDC_ROLE_MAP,
+            jwks_url=settings.OIDC_JWKS_URL or None,
+            clock=clock,
+        )
+    auth = Authenticator(
+        sessions=sessions,
+        clock=clock,
+        passwords=passwords,
+        access_tokens=AccessTokens(settings.secret("SECRET_KEY"), settings.ACCESS_TOKEN_TTL_SECONDS),
+        refresh_ttl=timedelta(seconds=settings.REFRESH_TOKEN_TTL_SECONDS),
+        throttle=ThrottlePolicy(settings.LOGIN_MAX_FAILURES, timedelta(seconds=settings.LOGIN_WINDOW_SECONDS)),
+        audit=audit,
+        oidc=oidc,
+    )
+    return Container(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        clock=clock,
+        audit=audit,
+        auth=auth,
+        accounts=Accounts(sessions=sessions, clock=clock, passwords=passwords, audit=audit),
+        blobs=build_blob_store(settings),
+        closers=closers,
+    )

@@ -1,0 +1,341 @@
+"""Settings: the only module that reads the environment.
+
+``load_settings()`` reads environment variables and an optional ``.env`` file once, at
+start-up, into one typed, validated ``Settings`` object that the entry points hand to
+``bootstrap``. An invalid value raises ``ConfigError`` with one line naming the variable
+and what is expected. In development, missing secrets are generated once and kept in
+``<data dir>/secrets.json`` (mode 0600); in production a missing or placeholder secret
+refuses to start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from irmsia.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Values that appear in examples and tutorials: never acceptable as real secrets.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "change-me", "changeme", "secret", "your-secret-key", "your-secret-key-here", "dev", "test"}
+)
+GENERATED_SECRETS = ("SECRET_KEY", "ENCRYPTION_KEY", "PSEUDONYM_KEY")
+ANCHOR_KINDS = frozenset({"mock", "ipfs", "fabric", "ethereum"})
+AI_PROVIDERS = frozenset({"mock", "builtin", "torchxrayvision", "onnx", "huggingface", "openai"})
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Every configuration variable of IRMSIA, with its default.
+
+    Field names are the environment variable names (case-insensitive). The README's
+    configuration table is generated from the same list.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
+    )
+
+    # --- runtime -----------------------------------------------------------------
+    IRMSIA_ENV: Environment = Field(Environment.DEVELOPMENT, description="development, test or production")
+    IRMSIA_DATA_DIR: Path = Field(Path("data"), description="where the SQLite file, blobs and dev secrets live")
+    HOST: str = Field("127.0.0.1", description="address `irmsia serve` binds")
+    PORT: int = Field(8000, ge=1, le=65535, description="port `irmsia serve` binds")
+    PUBLIC_URL: str = Field("", description="external base URL, used in printed links (default http://HOST:PORT)")
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+    # --- secrets -----------------------------------------------------------------
+    SECRET_KEY: SecretStr | None = Field(None, description="signs access tokens and sessions (≥ 32 characters)")
+    ENCRYPTION_KEY: SecretStr | None = Field(None, description="key-encryption key: 64 hex characters (32 bytes)")
+    PSEUDONYM_KEY: SecretStr | None = Field(
+        None, description="HMAC key for patient pseudonyms, UID and date-shift derivation (≥ 32 characters)"
+    )
+
+    # --- database ----------------------------------------------------------------
+    DATABASE_URL: str = Field("", description="SQLAlchemy URL; default sqlite:///<data dir>/irmsia.db")
+    DB_AUTO_UPGRADE: bool | None = Field(
+        None, description="apply migrations at start (default: yes in development/test, no in production)"
+    )
+
+    # --- authentication ----------------------------------------------------------
+    ACCESS_TOKEN_TTL_SECONDS: int = Field(900, ge=60, le=86400, description="lifetime of an access token")
+    REFRESH_TOKEN_TTL_SECONDS: int = Field(
+        7 * 86400, ge=300, le=90 * 86400, description="lifetime of a refresh token"
+    )
+    ARGON2_TIME_COST: int = Field(3, ge=1, le=20, description="argon2id passes per password hash")
+    ARGON2_MEMORY_KIB: int = Field(65536, ge=8, le=4 << 20, description="argon2id memory per password hash")
+    LOGIN_MAX_FAILURES: int = Field(5, ge=1, description="failed logins per account or client before throttling")
+    LOGIN_WINDOW_SECONDS: int = Field(300, ge=1, description="window and lock-out time for failed logins")
+    OIDC_ISSUER: str = Field("", description="OIDC issuer URL; enables bearer tokens from that provider")
+    OIDC_AUDIENCE: str = Field("", description="expected `aud` of OIDC tokens (required with OIDC_ISSUER)")
+    OIDC_JWKS_URL: str = Field("", description="JWKS URL (default: discovered from the issuer)")
+    OIDC_ROLE_CLAIM: str = Field("roles", description="claim holding roles; dotted path allowed (realm_access.roles)")
+    OIDC_ROLE_MAP: dict[str, str] = Field(
+        default_factory=dict, description='JSON map from IdP role to IRMSIA role, e.g. {"Radiology": "radiologist"}'
+    )
+
+    # --- limits ------------------------------------------------------------------
+    MAX_JSON_BYTES: int = Field(1 << 20, ge=1024, description="largest accepted JSON/form body")
+    MAX_UPLOAD_BYTES: int = Field(2 << 30, ge=1024, description="largest accepted upload request")
+    MAX_OBJECT_BYTES: int = Field(1 << 30, ge=1024, description="largest accepted single DICOM object")
+
+    # --- storage and keys --------------------------------------------------------
+    STORAGE_BACKEND: Literal["filesystem", "s3"] = Field("filesystem", description="blob store")
+    STORAGE_PATH: Path | None = Field(None, description="filesystem blob root (default <data dir>/blobs)")
+    S3_BUCKET: str = Field("", description="bucket for the s3 blob store")
+    S3_PREFIX: str = Field("", description="key prefix inside the bucket")
+    S3_ENDPOINT_URL: str = Field("", description="S3-compatible endpoint (MinIO, …); empty for AWS")
+    S3_REGION: str = Field("us-east-1", description="S3 region")
+    S3_ACCESS_KEY_ID: SecretStr | None = Field(None, description="S3 access key (default: boto3's chain)")
+    S3_SECRET_ACCESS_KEY: SecretStr | None = Field(None, description="S3 secret key")
+    KEY_PROVIDER: Literal["local", "vault"] = Field("local", description="who holds key-encryption keys")
+    KEY_RING_PATH: Path | None = Field(None, description="local rotated-key ring (default <data dir>/keyring.json)")
+    VAULT_ADDR: str = Field("", description="HashiCorp Vault address for KEY_PROVIDER=vault")
+    VAULT_TOKEN: SecretStr | None = Field(None, description="Vault token")
+    VAULT_TRANSIT_MOUNT: str = Field("transit", description="Vault transit mount")
+    VAULT_TRANSIT_KEY: str = Field("irmsia", description="Vault transit key name")
+
+    # --- AI ------------------------------------------------------------------------
+    AI_PROVIDER: str = Field("builtin", description="mock, builtin, torchxrayvision, onnx, huggingface or openai")
+    OPENAI_API_KEY: SecretStr | None = Field(None, description="API key for AI_PROVIDER=openai")
+    OPENAI_MODEL: str = Field("gpt-4o", description="model name for AI_PROVIDER=openai")
+    OPENAI_BASE_URL: str = Field("https://api.openai.com/v1", description="OpenAI-compatible base URL")
+    HUGGINGFACE_MODEL: str = Field("", description="local Hugging Face model directory")
+    WEIGHTS_DIR: Path | None = Field(None, description="local directory of model weights")
+
+    # --- ledger ------------------------------------------------------------------
+    BLOCKCHAIN_TYPE: str = Field("mock", description="checkpoint anchors: comma list of mock, ipfs, fabric")
+    IPFS_HOST: str = Field("127.0.0.1", description="kubo RPC host")
+    IPFS_PORT: int = Field(5001, ge=1, le=65535, description="kubo RPC port")
+
+    # --- validators ----------------------------------------------------------------
+    @field_validator("ENCRYPTION_KEY")
+    @classmethod
+    def _hex_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value().strip()
+        if len(raw) != 64:
+            raise ValueError(f"must be 64 hex characters (32 bytes); got {len(raw)} characters")
+        try:
+            bytes.fromhex(raw)
+        except ValueError:
+            raise ValueError("must be 64 hex characters (32 bytes); it contains non-hex characters") from None
+        return SecretStr(raw.lower())
+
+    @field_validator("SECRET_KEY", "PSEUDONYM_KEY")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if raw.strip().lower() in PLACEHOLDER_SECRETS:
+            return value  # judged by environment in the model validator
+        if len(raw) < 32:
+            raise ValueError(f"must be at least 32 characters; got {len(raw)} characters")
+        return value
+
+    @field_validator("AI_PROVIDER")
+    @classmethod
+    def _ai_provider(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in AI_PROVIDERS:
+            raise ValueError(f"must be one of {', '.join(sorted(AI_PROVIDERS))}; got {value!r}")
+        return value
+
+    @field_validator("BLOCKCHAIN_TYPE")
+    @classmethod
+    def _anchors(cls, value: str) -> str:
+        kinds = [part.strip().lower() for part in value.split(",") if part.strip()]
+        unknown = [kind for kind in kinds if kind not in ANCHOR_KINDS]
+        if unknown:
+            raise ValueError(f"must be a comma list of {', '.join(sorted(ANCHOR_KINDS))}; got {unknown[0]!r}")
+        return ",".join(kinds)
+
+    @field_validator("OIDC_ROLE_MAP", mode="before")
+    @classmethod
+    def _role_map(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError('must be a JSON object such as {"IdPRole": "radiologist"}') from None
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        if value.startswith("postgresql://"):
+            return "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        if self.OIDC_ISSUER and not self.OIDC_AUDIENCE:
+            raise ValueError("OIDC_AUDIENCE must be set when OIDC_ISSUER is set")
+        if self.STORAGE_BACKEND == "s3" and not self.S3_BUCKET:
+            raise ValueError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
+        if self.KEY_PROVIDER == "vault" and not (self.VAULT_ADDR and self.VAULT_TOKEN):
+            raise ValueError("VAULT_ADDR and VAULT_TOKEN must be set when KEY_PROVIDER=vault")
+        return self
+
+    # --- derived values ------------------------------------------------------------
+    @property
+    def is_production(self) -> bool:
+        return self.IRMSIA_ENV is Environment.PRODUCTION
+
+    @property
+    def database_url(self) -> str:
+        return self.DATABASE_URL or f"sqlite:///{(self.IRMSIA_DATA_DIR / 'irmsia.db').as_posix()}"
+
+    @property
+    def storage_path(self) -> Path:
+        return self.STORAGE_PATH or self.IRMSIA_DATA_DIR / "blobs"
+
+    @property
+    def key_ring_path(self) -> Path:
+        return self.KEY_RING_PATH or self.IRMSIA_DATA_DIR / "keyring.json"
+
+    @property
+    def auto_upgrade(self) -> bool:
+        return self.DB_AUTO_UPGRADE if self.DB_AUTO_UPGRADE is not None else not self.is_production
+
+    @property
+    def public_url(self) -> str:
+        return self.PUBLIC_URL.rstrip("/") or f"http://{self.HOST}:{self.PORT}"
+
+    @property
+    def anchors(self) -> list[str]:
+        return [kind for kind in self.BLOCKCHAIN_TYPE.split(",") if kind]
+
+    def secret(self, name: str) -> bytes:
+        """Return a secret's bytes (ENCRYPTION_KEY decoded from hex)."""
+        value: SecretStr | None = getattr(self, name)
+        if value is None:
+            raise ConfigError(f"{name} is not set")
+        raw = value.get_secret_value()
+        return bytes.fromhex(raw) if name == "ENCRYPTION_KEY" else raw.encode()
+
+    def masked(self) -> dict[str, str]:
+        """The effective configuration as strings, secrets masked (for `irmsia config check`)."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = "********"
+            elif value is None:
+                out[name] = ""
+            elif isinstance(value, dict):
+                out[name] = json.dumps(value, sort_keys=True)
+            else:
+                out[name] = str(value.value if isinstance(value, StrEnum) else value)
+        out["DATABASE_URL"] = _mask_url(self.database_url)
+        return out
+
+
+def _mask_url(url: str) -> str:
+    """Hide a password embedded in a database URL."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:********@{host}" if ":" in credentials else url
+    return url
+
+
+def _first_error_line(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error.get("loc", ())) or ""
+    message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    if not field:  # model-level validator: the message names its variables
+        return message
+    if error.get("type") in {"enum", "literal_error"}:
+        return f"{field} {message[0].lower()}{message[1:]}; got {error.get('input')!r}"
+    if error.get("type", "").endswith("_parsing") or error.get("type", "").startswith(("greater", "less")):
+        return f"{field}: {message}"
+    return f"{field} {message}"
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env") -> Settings:
+    """Read, validate and complete the settings once.
+
+    ``env`` replaces ``os.environ`` (tests pass a dict). Raises ``ConfigError`` with one
+    line naming the offending variable.
+    """
+    try:
+        if env is None:
+            settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+        else:
+            values = {key.upper(): value for key, value in env.items() if key.upper() in Settings.model_fields}
+            settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_first_error_line(exc)) from None
+    return _complete_secrets(settings)
+
+
+def _complete_secrets(settings: Settings) -> Settings:
+    missing = [name for name in GENERATED_SECRETS if _is_unset(getattr(settings, name))]
+    if not missing:
+        return settings
+    if settings.is_production:
+        raise ConfigError(
+            f"{missing[0]} must be set to a real secret in production (IRMSIA_ENV=production); "
+            "it is missing or a placeholder"
+        )
+    stored = _load_or_create_dev_secrets(settings.IRMSIA_DATA_DIR, missing)
+    return settings.model_copy(update={name: SecretStr(stored[name]) for name in missing})
+
+
+def _is_unset(value: SecretStr | None) -> bool:
+    return value is None or value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+
+
+def _load_or_create_dev_secrets(data_dir: Path, names: list[str]) -> dict[str, str]:
+    """Generate development secrets once and keep them in a 0600 file in the data dir."""
+    path = data_dir / "secrets.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raise ConfigError(f"{path} is unreadable; delete it to regenerate development secrets") from None
+    created = [name for name in names if name not in stored]
+    if created:
+        for name in created:
+            stored[name] = secrets.token_hex(32)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(stored, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        log.warning(
+            "development mode: generated %s and stored them in %s (mode 0600); "
+            "set them explicitly in production",
+            ", ".join(created),
+            path,
+        )
+    return stored

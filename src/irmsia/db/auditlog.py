@@ -1,0 +1,49 @@
+"""Queries on the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from irmsia.db.models import AuditEvent
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actor_id: str | None = None
+    action: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _apply(query: Select[tuple[AuditEvent]], flt: AuditFilter) -> Select[tuple[AuditEvent]]:
+    if flt.actor_id:
+        query = query.where(AuditEvent.actor_id == flt.actor_id)
+    if flt.action:
+        query = query.where(AuditEvent.action == flt.action)
+    if flt.resource_type:
+        query = query.where(AuditEvent.resource_type == flt.resource_type)
+    if flt.resource_id:
+        query = query.where(AuditEvent.resource_id == flt.resource_id)
+    if flt.outcome:
+        query = query.where(AuditEvent.outcome == flt.outcome)
+    if flt.since:
+        query = query.where(AuditEvent.time >= flt.since)
+    if flt.until:
+        query = query.where(AuditEvent.time < flt.until)
+    return query
+
+
+def find(session: Session, flt: AuditFilter, *, offset: int, limit: int) -> tuple[Sequence[AuditEvent], int]:
+    """Matching events, newest first, and the total count."""
+    base = _apply(select(AuditEvent), flt)
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    rows = session.scalars(base.order_by(AuditEvent.seq.desc()).offset(offset).limit(limit)).all()
+    return rows, int(total)
