@@ -10,11 +10,10 @@ from fastapi import FastAPI
 from irmsia import __version__
 from irmsia.api import errors
 from irmsia.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from irmsia.api.routers import audit, auth, health, users
+from irmsia.api.routers import API_PREFIX, audit, auth, health, users
 from irmsia.bootstrap import Container, build_container
 from irmsia.config import Settings, load_settings
 
-API_PREFIX = "/api/v1"
 UPLOAD_PREFIXES = (f"{API_PREFIX}/dicom/upload", "/dicomweb/studies", "/portal/upload")
 
 DESCRIPTION = """
@@ -54,7 +53,6 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         upload_prefixes=UPLOAD_PREFIXES,
     )
     app.add_middleware(RequestContextMiddleware)
-    app.include_router(health.router)
-    for router in (auth.router, users.router, audit.router):
-        app.include_router(router, prefix=API_PREFIX)
+    for router in (health.router, auth.router, users.router, audit.router):
+        app.include_router(router)
     return app

@@ -105,7 +105,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body_errors = [p for p in problems if p.get("loc", ("",))[0] == "body"]
     if body_errors and content_type and content_type not in _BODY_TYPES:
-        return error_response(request, 415, "unsupported_media_type", f"content type {content_type!r} not accepted")
+        return error_response(
+            request, 415, "unsupported_media_type", f"content type {content_type!r} not accepted"
+        )
     if any(p.get("type") == "json_invalid" for p in problems):
         return error_response(request, 400, "invalid_request", "malformed JSON body")
     # Field locations and messages only: never echo the submitted values.

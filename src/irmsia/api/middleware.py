@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from irmsia.errors import PayloadTooLarge
 
 access_log = logging.getLogger("irmsia.access")
 
@@ -93,23 +92,38 @@ class BodyLimitMiddleware:
             await _reject(scope, send, limit)
             return
         received = 0
+        rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+                    # Answer 413 ourselves and tell the app the client left: frameworks turn
+                    # exceptions raised while parsing a body into their own 400s.
+                    await _reject(scope, send, limit)
+                    rejected = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if not rejected:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
 
 
 async def _reject(scope: Scope, send: Send, limit: int) -> None:
     request_id = scope.get("state", {}).get("request_id")
     body = json.dumps(
-        {"error": "payload_too_large", "detail": f"request body exceeds {limit} bytes", "request_id": request_id}
+        {
+            "error": "payload_too_large",
+            "detail": f"request body exceeds {limit} bytes",
+            "request_id": request_id,
+        }
     ).encode()
     await send(
         {

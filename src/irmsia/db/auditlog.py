@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -23,7 +24,7 @@ class AuditFilter:
     until: datetime | None = None
 
 
-def _apply(query: Select[tuple[AuditEvent]], flt: AuditFilter) -> Select[tuple[AuditEvent]]:
+def _apply(query: Select[Any], flt: AuditFilter) -> Select[Any]:
     if flt.actor_id:
         query = query.where(AuditEvent.actor_id == flt.actor_id)
     if flt.action:

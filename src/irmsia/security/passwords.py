@@ -27,7 +27,9 @@ class Passwords:
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True when ``password`` matches; always runs one argon2 verification."""
         try:
-            return self._hasher.verify(password_hash or self._dummy_hash, password) and password_hash is not None
+            return (
+                self._hasher.verify(password_hash or self._dummy_hash, password) and password_hash is not None
+            )
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

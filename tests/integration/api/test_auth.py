@@ -34,7 +34,9 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(client: TestClient,
     assert wrong.headers["www-authenticate"] == "Bearer"
 
 
-def test_unknown_user_runs_a_password_verification(container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_user_runs_a_password_verification(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[str | None] = []
     original = container.auth.passwords.verify
 
@@ -51,7 +53,9 @@ def test_unknown_user_runs_a_password_verification(container: Container, monkeyp
     assert calls == [None]  # verified against the dummy hash, same argon2 cost as a real user
 
 
-def test_failed_logins_are_throttled_per_account(client: TestClient, accounts: Accounts, clock: FakeClock) -> None:
+def test_failed_logins_are_throttled_per_account(
+    client: TestClient, accounts: Accounts, clock: FakeClock
+) -> None:
     accounts.create("bob", "clinician")
     for _ in range(5):
         assert client.post(LOGIN, data={"username": "bob", "password": "wrong password!"}).status_code == 401
@@ -100,15 +104,26 @@ def test_refresh_token_expires(client: TestClient, accounts: Accounts, clock: Fa
     accounts.create("fay", "radiologist")
     tokens = accounts.login("fay")
     clock.advance(days=8)
-    assert client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    assert (
+        client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code
+        == 401
+    )
 
 
 def test_logout_revokes_refresh_token(client: TestClient, accounts: Accounts) -> None:
     accounts.create("gus", "clinician")
     tokens = accounts.login("gus")
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
-    assert client.post("/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}, headers=headers).status_code == 204
-    assert client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    assert (
+        client.post(
+            "/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}, headers=headers
+        ).status_code
+        == 204
+    )
+    assert (
+        client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code
+        == 401
+    )
 
 
 def test_expired_access_token_is_refused(client: TestClient, accounts: Accounts, clock: FakeClock) -> None:

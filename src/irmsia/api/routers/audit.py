@@ -7,13 +7,14 @@ from datetime import datetime
 from fastapi import APIRouter, Depends, Query
 
 from irmsia.api.deps import get_container, get_ctx
+from irmsia.api.routers import API_PREFIX
 from irmsia.api.schemas.audit import AuditEventPublic, AuditPagePublic
 from irmsia.bootstrap import Container
 from irmsia.db.auditlog import AuditFilter
 from irmsia.errors import InvalidRequest
 from irmsia.usecases.context import RequestContext
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix=f"{API_PREFIX}/audit", tags=["audit"])
 
 
 @router.get("", response_model=AuditPagePublic, summary="Search the audit log, newest first")

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, status
 
 from irmsia.api.deps import get_authenticated_ctx, get_container, get_ctx
+from irmsia.api.routers import API_PREFIX
 from irmsia.api.schemas.auth import LogoutRequest, MePublic, PasswordChange, RefreshRequest, TokenPublic
 from irmsia.api.schemas.users import UserCreate, UserCreated
 from irmsia.bootstrap import Container
 from irmsia.usecases.context import RequestContext
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 
 
 @router.post("/login", response_model=TokenPublic, summary="OAuth2 password login")
@@ -24,15 +25,21 @@ def login(
     container: Container = Depends(get_container),
 ) -> TokenPublic:
     pair = container.auth.login(ctx, username, password)
-    return TokenPublic(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+    return TokenPublic(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
+    )
 
 
 @router.post("/refresh", response_model=TokenPublic, summary="Rotate a refresh token")
 def refresh(
-    body: RefreshRequest, ctx: RequestContext = Depends(get_ctx), container: Container = Depends(get_container)
+    body: RefreshRequest,
+    ctx: RequestContext = Depends(get_ctx),
+    container: Container = Depends(get_container),
 ) -> TokenPublic:
     pair = container.auth.refresh(ctx, body.refresh_token)
-    return TokenPublic(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+    return TokenPublic(
+        access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in
+    )
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke refresh tokens")
@@ -68,7 +75,10 @@ def change_password(
 
 
 @router.post(
-    "/register", response_model=UserCreated, status_code=status.HTTP_201_CREATED, summary="Create an account (admin)"
+    "/register",
+    response_model=UserCreated,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an account (admin)",
 )
 def register(
     body: UserCreate, ctx: RequestContext = Depends(get_ctx), container: Container = Depends(get_container)

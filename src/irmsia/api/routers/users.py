@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, status
 
 from irmsia.api.deps import get_container, get_ctx
+from irmsia.api.routers import API_PREFIX
 from irmsia.api.schemas.users import PasswordReset, UserCreate, UserCreated, UserPublic, UserUpdate
 from irmsia.bootstrap import Container
 from irmsia.usecases.context import RequestContext
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
 
 
 @router.get("", response_model=list[UserPublic], summary="List accounts")

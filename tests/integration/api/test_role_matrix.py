@@ -1,0 +1,160 @@
+"""Every endpoint and every role (and anonymous): allowed or denied, exactly as the policy says.
+
+``MATRIX`` must list every route the app exposes; ``test_matrix_covers_every_route`` fails
+when an endpoint is added without deciding who may call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.conftest import TEST_PASSWORD, Accounts
+
+ROLES = ("admin", "radiologist", "clinician", "uploader", "auditor")
+ANON = "anonymous"
+EVERYONE = frozenset({*ROLES, ANON})
+AUTHENTICATED = frozenset(ROLES)
+
+
+@dataclass
+class World:
+    """Things the requests refer to: a target account and fresh tokens."""
+
+    client: TestClient
+    accounts: Accounts
+    target_id: str
+    counter: list[int] = field(default_factory=lambda: [0])
+
+    def unique(self, prefix: str) -> str:
+        self.counter[0] += 1
+        return f"{prefix}{self.counter[0]}"
+
+    def refresh_token(self, who: str) -> str:
+        return self.accounts.login(f"{who}1" if who != ANON else "admin1")["refresh_token"]
+
+
+Request = Callable[[World, str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    method: str
+    path: str
+    allowed: frozenset[str]
+    request: Request = lambda world, who: {}
+
+
+MATRIX: list[Entry] = [
+    Entry("GET", "/healthz", EVERYONE),
+    Entry("GET", "/readyz", EVERYONE),
+    Entry(
+        "POST",
+        "/api/v1/auth/login",
+        EVERYONE,
+        lambda world, who: {"data": {"username": "admin1", "password": TEST_PASSWORD}},
+    ),
+    Entry(
+        "POST",
+        "/api/v1/auth/refresh",
+        EVERYONE,
+        lambda world, who: {"json": {"refresh_token": world.refresh_token(who)}},
+    ),
+    Entry("POST", "/api/v1/auth/logout", AUTHENTICATED),
+    Entry("GET", "/api/v1/auth/me", AUTHENTICATED),
+    Entry(
+        "POST",
+        "/api/v1/auth/password",
+        AUTHENTICATED,
+        lambda world, who: {
+            "json": {"current_password": TEST_PASSWORD, "new_password": "another long passphrase"}
+        },
+    ),
+    Entry(
+        "POST",
+        "/api/v1/auth/register",
+        frozenset({"admin"}),
+        lambda world, who: {"json": {"username": world.unique("reg"), "role": "clinician"}},
+    ),
+    Entry("GET", "/api/v1/users", frozenset({"admin"})),
+    Entry(
+        "POST",
+        "/api/v1/users",
+        frozenset({"admin"}),
+        lambda world, who: {"json": {"username": world.unique("new"), "role": "uploader"}},
+    ),
+    Entry("GET", "/api/v1/users/{user_id}", frozenset({"admin"})),
+    Entry(
+        "PATCH",
+        "/api/v1/users/{user_id}",
+        frozenset({"admin"}),
+        lambda world, who: {"json": {"role": "clinician"}},
+    ),
+    Entry("POST", "/api/v1/users/{user_id}/reset-password", frozenset({"admin"})),
+    Entry("GET", "/api/v1/audit", frozenset({"admin", "auditor"})),
+]
+
+# Framework pages that carry no data.
+PUBLIC_DOCS = {
+    ("GET", "/docs"),
+    ("GET", "/redoc"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs/oauth2-redirect"),
+}
+
+
+def _app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path) the app serves, from its OpenAPI schema plus non-schema routes."""
+    routes = {(method.upper(), path) for path, item in app.openapi()["paths"].items() for method in item}
+    for route in app.routes:
+        for method in (getattr(route, "methods", None) or set()) - {"HEAD", "OPTIONS"}:
+            routes.add((method, getattr(route, "path", "")))
+    return routes
+
+
+def test_matrix_covers_every_route(app: FastAPI) -> None:
+    listed = {(entry.method, entry.path) for entry in MATRIX}
+    exposed = _app_routes(app) - PUBLIC_DOCS
+    assert exposed - listed == set(), "new endpoints need a row in MATRIX"
+    assert listed - exposed == set(), "MATRIX lists endpoints the app no longer has"
+
+
+def test_public_docs_are_served(client: TestClient) -> None:
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/docs").status_code == 200
+    assert client.get("/redoc").status_code == 200
+
+
+@pytest.mark.parametrize("entry", MATRIX, ids=lambda e: f"{e.method} {e.path}")
+def test_every_role_gets_exactly_what_the_policy_allows(
+    entry: Entry, client: TestClient, accounts: Accounts, role_headers: dict[str, dict[str, str]]
+) -> None:
+    world = World(client=client, accounts=accounts, target_id=accounts.create("target1", "clinician"))
+    for who in (*ROLES, ANON):
+        headers = role_headers.get(who, {})
+        path = entry.path.replace("{user_id}", world.target_id)
+        response = client.request(entry.method, path, headers=headers, **entry.request(world, who))
+        if who in entry.allowed:
+            assert response.status_code not in (401, 403), f"{who} was refused: {response.text}"
+            assert response.status_code < 500, response.text
+        elif who == ANON:
+            assert response.status_code == 401, f"anonymous got {response.status_code}"
+            assert response.json()["error"] == "not_authenticated"
+        else:
+            assert response.status_code == 403, f"{who} got {response.status_code}"
+            assert response.json()["error"] == "forbidden"
+
+
+def test_denied_requests_are_audited(client: TestClient, role_headers: dict[str, dict[str, str]]) -> None:
+    assert client.get("/api/v1/users", headers=role_headers["clinician"]).status_code == 403
+    page = client.get("/api/v1/audit?action=access.denied", headers=role_headers["auditor"]).json()
+    assert page["total"] == 1
+    event = page["items"][0]
+    assert event["actor_role"] == "clinician"
+    assert event["outcome"] == "denied"
+    assert event["detail"] == {"method": "GET", "route": "/api/v1/users"}

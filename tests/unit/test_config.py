@@ -1,0 +1,122 @@
+"""Settings: one typed object, validated once, with safe secret handling."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from irmsia.config import load_settings
+from irmsia.errors import ConfigError
+
+KEY = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"ENCRYPTION_KEY": "ab" * 20},
+            "ENCRYPTION_KEY must be 64 hex characters (32 bytes); got 40 characters",
+        ),
+        (
+            {"ENCRYPTION_KEY": "zz" * 32},
+            "ENCRYPTION_KEY must be 64 hex characters (32 bytes); it contains non-hex",
+        ),
+        ({"SECRET_KEY": "short"}, "SECRET_KEY must be at least 32 characters; got 5 characters"),
+        ({"PORT": "abc"}, "PORT"),
+        ({"IRMSIA_ENV": "prod"}, "IRMSIA_ENV"),
+        ({"AI_PROVIDER": "gpt"}, "AI_PROVIDER must be one of"),
+        ({"BLOCKCHAIN_TYPE": "mock,bitcoin"}, "BLOCKCHAIN_TYPE must be a comma list"),
+        ({"OIDC_ISSUER": "https://idp.example"}, "OIDC_AUDIENCE must be set"),
+        ({"OIDC_ROLE_MAP": "{not json"}, "OIDC_ROLE_MAP must be a JSON object"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must be a sqlite:/// or postgresql:// URL"),
+        ({"STORAGE_BACKEND": "s3"}, "S3_BUCKET must be set"),
+        ({"KEY_PROVIDER": "vault"}, "VAULT_ADDR and VAULT_TOKEN must be set"),
+    ],
+)
+def test_invalid_value_stops_with_one_line_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"IRMSIA_DATA_DIR": str(tmp_path), **env})
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_development_generates_secrets_once_with_mode_0600(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = load_settings({"IRMSIA_DATA_DIR": str(tmp_path)})
+    path = tmp_path / "secrets.json"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert "generated SECRET_KEY, ENCRYPTION_KEY, PSEUDONYM_KEY" in caplog.text
+    second = load_settings({"IRMSIA_DATA_DIR": str(tmp_path)})
+    for name in ("SECRET_KEY", "ENCRYPTION_KEY", "PSEUDONYM_KEY"):
+        assert first.secret(name) == second.secret(name)
+    assert len(first.secret("ENCRYPTION_KEY")) == 32
+    assert first.secret("SECRET_KEY").decode() not in caplog.text
+
+
+@pytest.mark.parametrize("value", [None, "change-me", "secret"])
+def test_production_refuses_missing_or_placeholder_secrets(tmp_path: Path, value: str | None) -> None:
+    env = {
+        "IRMSIA_DATA_DIR": str(tmp_path),
+        "IRMSIA_ENV": "production",
+        "ENCRYPTION_KEY": KEY,
+        "PSEUDONYM_KEY": "p" * 40,
+    }
+    if value is not None:
+        env["SECRET_KEY"] = value
+    with pytest.raises(ConfigError, match="SECRET_KEY must be set to a real secret in production"):
+        load_settings(env)
+    assert not (tmp_path / "secrets.json").exists()
+
+
+def test_production_accepts_real_secrets_and_does_not_auto_upgrade(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "IRMSIA_DATA_DIR": str(tmp_path),
+            "IRMSIA_ENV": "production",
+            "SECRET_KEY": "s" * 40,
+            "ENCRYPTION_KEY": KEY.upper(),
+            "PSEUDONYM_KEY": "p" * 40,
+        }
+    )
+    assert settings.is_production and not settings.auto_upgrade
+    assert settings.secret("ENCRYPTION_KEY") == bytes.fromhex(KEY)
+
+
+def test_defaults_live_in_the_data_directory(tmp_path: Path) -> None:
+    settings = load_settings({"IRMSIA_DATA_DIR": str(tmp_path)})
+    assert settings.database_url == f"sqlite:///{tmp_path.as_posix()}/irmsia.db"
+    assert settings.storage_path == tmp_path / "blobs"
+    assert settings.AI_PROVIDER == "builtin"
+    assert settings.auto_upgrade
+
+
+def test_postgres_url_gets_the_psycopg_driver(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"IRMSIA_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgresql://u:pw@db/irmsia"}
+    )
+    assert settings.database_url == "postgresql+psycopg://u:pw@db/irmsia"
+    assert settings.masked()["DATABASE_URL"] == "postgresql+psycopg://u:********@db/irmsia"
+
+
+def test_masked_configuration_hides_every_secret(tmp_path: Path) -> None:
+    settings = load_settings({"IRMSIA_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "sk-canary-123"})
+    masked = settings.masked()
+    assert masked["OPENAI_API_KEY"] == masked["SECRET_KEY"] == masked["ENCRYPTION_KEY"] == "********"
+    assert "sk-canary-123" not in str(masked)
+
+
+def test_env_file_is_read_when_no_mapping_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"IRMSIA_DATA_DIR={tmp_path}\nPORT=8123\nAI_PROVIDER=mock\n")
+    for name in ("PORT", "AI_PROVIDER", "IRMSIA_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(env_file=env_file)
+    assert settings.PORT == 8123
+    assert settings.AI_PROVIDER == "mock"
