@@ -84,7 +84,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | N
 
 def _empty_postgres(url: str) -> None:
     with psycopg.connect(_psycopg_url(url), autocommit=True) as conn:
-        tables = [row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        tables = [
+            row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]
         data_tables = [t for t in tables if t != "alembic_version"]
         if data_tables:
             conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in data_tables) + " RESTART IDENTITY CASCADE")

@@ -14,9 +14,9 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
-    PYDICOM_IMPLEMENTATION_UID,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
@@ -117,7 +117,11 @@ def _pixels(ds: Dataset, array: np.ndarray, *, signed: bool, photometric: str = 
     ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = (array.shape[-3], array.shape[-2]) if photometric == "RGB" else array.shape[-2:]
     ds.BitsAllocated = array.dtype.itemsize * 8
-    ds.BitsStored = ds.BitsAllocated if photometric == "RGB" else min(ds.BitsAllocated, 12 if ds.BitsAllocated == 16 else 8)
+    ds.BitsStored = (
+        ds.BitsAllocated
+        if photometric == "RGB"
+        else min(ds.BitsAllocated, 12 if ds.BitsAllocated == 16 else 8)
+    )
     ds.HighBit = ds.BitsStored - 1
     ds.PixelRepresentation = 1 if signed else 0
     if photometric == "RGB":

@@ -112,7 +112,9 @@ def build_container(settings: Settings, *, clock: Clock = utc_now, upgrade: bool
         passwords=passwords,
         access_tokens=AccessTokens(settings.secret("SECRET_KEY"), settings.ACCESS_TOKEN_TTL_SECONDS),
         refresh_ttl=timedelta(seconds=settings.REFRESH_TOKEN_TTL_SECONDS),
-        throttle=ThrottlePolicy(settings.LOGIN_MAX_FAILURES, timedelta(seconds=settings.LOGIN_WINDOW_SECONDS)),
+        throttle=ThrottlePolicy(
+            settings.LOGIN_MAX_FAILURES, timedelta(seconds=settings.LOGIN_WINDOW_SECONDS)
+        ),
         audit=audit,
         oidc=oidc,
     )

@@ -55,15 +55,23 @@ class Settings(BaseSettings):
 
     # --- runtime -----------------------------------------------------------------
     IRMSIA_ENV: Environment = Field(Environment.DEVELOPMENT, description="development, test or production")
-    IRMSIA_DATA_DIR: Path = Field(Path("data"), description="where the SQLite file, blobs and dev secrets live")
+    IRMSIA_DATA_DIR: Path = Field(
+        Path("data"), description="where the SQLite file, blobs and dev secrets live"
+    )
     HOST: str = Field("127.0.0.1", description="address `irmsia serve` binds")
     PORT: int = Field(8000, ge=1, le=65535, description="port `irmsia serve` binds")
-    PUBLIC_URL: str = Field("", description="external base URL, used in printed links (default http://HOST:PORT)")
+    PUBLIC_URL: str = Field(
+        "", description="external base URL, used in printed links (default http://HOST:PORT)"
+    )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
     # --- secrets -----------------------------------------------------------------
-    SECRET_KEY: SecretStr | None = Field(None, description="signs access tokens and sessions (≥ 32 characters)")
-    ENCRYPTION_KEY: SecretStr | None = Field(None, description="key-encryption key: 64 hex characters (32 bytes)")
+    SECRET_KEY: SecretStr | None = Field(
+        None, description="signs access tokens and sessions (≥ 32 characters)"
+    )
+    ENCRYPTION_KEY: SecretStr | None = Field(
+        None, description="key-encryption key: 64 hex characters (32 bytes)"
+    )
     PSEUDONYM_KEY: SecretStr | None = Field(
         None, description="HMAC key for patient pseudonyms, UID and date-shift derivation (≥ 32 characters)"
     )
@@ -81,14 +89,19 @@ class Settings(BaseSettings):
     )
     ARGON2_TIME_COST: int = Field(3, ge=1, le=20, description="argon2id passes per password hash")
     ARGON2_MEMORY_KIB: int = Field(65536, ge=8, le=4 << 20, description="argon2id memory per password hash")
-    LOGIN_MAX_FAILURES: int = Field(5, ge=1, description="failed logins per account or client before throttling")
+    LOGIN_MAX_FAILURES: int = Field(
+        5, ge=1, description="failed logins per account or client before throttling"
+    )
     LOGIN_WINDOW_SECONDS: int = Field(300, ge=1, description="window and lock-out time for failed logins")
     OIDC_ISSUER: str = Field("", description="OIDC issuer URL; enables bearer tokens from that provider")
     OIDC_AUDIENCE: str = Field("", description="expected `aud` of OIDC tokens (required with OIDC_ISSUER)")
     OIDC_JWKS_URL: str = Field("", description="JWKS URL (default: discovered from the issuer)")
-    OIDC_ROLE_CLAIM: str = Field("roles", description="claim holding roles; dotted path allowed (realm_access.roles)")
+    OIDC_ROLE_CLAIM: str = Field(
+        "roles", description="claim holding roles; dotted path allowed (realm_access.roles)"
+    )
     OIDC_ROLE_MAP: dict[str, str] = Field(
-        default_factory=dict, description='JSON map from IdP role to IRMSIA role, e.g. {"Radiology": "radiologist"}'
+        default_factory=dict,
+        description='JSON map from IdP role to IRMSIA role, e.g. {"Radiology": "radiologist"}',
     )
 
     # --- limits ------------------------------------------------------------------
@@ -106,14 +119,18 @@ class Settings(BaseSettings):
     S3_ACCESS_KEY_ID: SecretStr | None = Field(None, description="S3 access key (default: boto3's chain)")
     S3_SECRET_ACCESS_KEY: SecretStr | None = Field(None, description="S3 secret key")
     KEY_PROVIDER: Literal["local", "vault"] = Field("local", description="who holds key-encryption keys")
-    KEY_RING_PATH: Path | None = Field(None, description="local rotated-key ring (default <data dir>/keyring.json)")
+    KEY_RING_PATH: Path | None = Field(
+        None, description="local rotated-key ring (default <data dir>/keyring.json)"
+    )
     VAULT_ADDR: str = Field("", description="HashiCorp Vault address for KEY_PROVIDER=vault")
     VAULT_TOKEN: SecretStr | None = Field(None, description="Vault token")
     VAULT_TRANSIT_MOUNT: str = Field("transit", description="Vault transit mount")
     VAULT_TRANSIT_KEY: str = Field("irmsia", description="Vault transit key name")
 
     # --- AI ------------------------------------------------------------------------
-    AI_PROVIDER: str = Field("builtin", description="mock, builtin, torchxrayvision, onnx, huggingface or openai")
+    AI_PROVIDER: str = Field(
+        "builtin", description="mock, builtin, torchxrayvision, onnx, huggingface or openai"
+    )
     OPENAI_API_KEY: SecretStr | None = Field(None, description="API key for AI_PROVIDER=openai")
     OPENAI_MODEL: str = Field("gpt-4o", description="model name for AI_PROVIDER=openai")
     OPENAI_BASE_URL: str = Field("https://api.openai.com/v1", description="OpenAI-compatible base URL")
@@ -287,7 +304,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, env_file: str | Path 
         if env is None:
             settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
         else:
-            values = {key.upper(): value for key, value in env.items() if key.upper() in Settings.model_fields}
+            values = {
+                key.upper(): value for key, value in env.items() if key.upper() in Settings.model_fields
+            }
             settings = Settings.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(_first_error_line(exc)) from None

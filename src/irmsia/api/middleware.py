@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
 access_log = logging.getLogger("irmsia.access")
 
 REQUEST_ID_HEADER = "x-request-id"

@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("username")
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument(
-        "--password-stdin", action="store_true", help="read the password from standard input (else one is generated)"
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (else one is generated)",
     )
     create.set_defaults(handler=_user_create)
     listing = user.add_parser("list", help="list accounts")
@@ -58,13 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     upgrade = db.add_parser("upgrade", help="apply migrations")
     upgrade.set_defaults(handler=_db_upgrade)
 
-    config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
+    config = sub.add_parser("config", help="configuration").add_subparsers(
+        dest="config_command", required=True
+    )
     check = config.add_parser("check", help="validate and print the effective configuration, secrets masked")
     check.set_defaults(handler=_config_check)
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, settings: Settings | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, settings: Settings | None = None
+) -> int:
     """Run one command; return the exit status (0 ok, 1 failure, 2 usage or configuration)."""
     stream = out or sys.stdout
     try:

@@ -32,7 +32,7 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105  (the OAuth2 token type, not a secret)
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,16 @@ class Authenticator:
         name = username.strip().lower()
         keys = [_throttle_key("account", name), _throttle_key("client", ctx.client_ip or "unknown")]
         with transaction(self.sessions) as session:
-            locked = [row for key in keys if (row := accounts.throttle(session, key)) and _is_locked(row, now)]
+            locked = [
+                row for key in keys if (row := accounts.throttle(session, key)) and _is_locked(row, now)
+            ]
             if locked:
-                retry = max(int((row.locked_until - now).total_seconds()) for row in locked if row.locked_until)
-                self.audit.record(session, ctx, "auth.login", outcome=Outcome.DENIED, detail={"reason": "throttled"})
+                retry = max(
+                    int((row.locked_until - now).total_seconds()) for row in locked if row.locked_until
+                )
+                self.audit.record(
+                    session, ctx, "auth.login", outcome=Outcome.DENIED, detail={"reason": "throttled"}
+                )
                 error: Exception = TooManyAttempts(
                     "too many failed logins; try again later", retry_after=max(retry, 1)
                 )
@@ -130,7 +136,9 @@ class Authenticator:
             if reason is None and row is not None:
                 row.used_at = now
                 pair = self._issue(session, row.user, family_id=row.family_id, now=now)
-                self.audit.record(session, _as(ctx, row.user), "auth.refresh", resource_type="user", resource_id=row.user_id)
+                self.audit.record(
+                    session, _as(ctx, row.user), "auth.refresh", resource_type="user", resource_id=row.user_id
+                )
                 return pair
             self.audit.record(
                 session,
@@ -150,7 +158,9 @@ class Authenticator:
         if principal is None:
             raise AuthenticationFailed("authentication required")
         with transaction(self.sessions) as session:
-            row = accounts.refresh_by_digest(session, refresh_digest(refresh_token)) if refresh_token else None
+            row = (
+                accounts.refresh_by_digest(session, refresh_digest(refresh_token)) if refresh_token else None
+            )
             if row is not None and row.user_id == principal.id:
                 accounts.revoke_family(session, row.family_id, now)
             else:
@@ -183,7 +193,9 @@ class Authenticator:
             roles = frozenset(Role(role) for role in identity.roles)
             if not roles:
                 raise AuthenticationFailed("token carries no IRMSIA role")
-            return Principal(id=f"oidc:{identity.subject}", username=identity.username, roles=roles, method="oidc")
+            return Principal(
+                id=f"oidc:{identity.subject}", username=identity.username, roles=roles, method="oidc"
+            )
         claims = self.access_tokens.verify(token, now=self.clock())
         with self.sessions() as session:
             user = accounts.user_by_id(session, claims.user_id)

@@ -73,14 +73,21 @@ class Accounts:
                 password_hash=password_hash,
                 role=parsed_role.value,
                 disabled=False,
-                must_change_password=generated is not None if must_change_password is None else must_change_password,
+                must_change_password=generated is not None
+                if must_change_password is None
+                else must_change_password,
                 created_at=now,
                 updated_at=now,
             )
             session.add(user)
             session.flush()
             self.audit.record(
-                session, ctx, "user.create", resource_type="user", resource_id=user.id, detail={"role": user.role}
+                session,
+                ctx,
+                "user.create",
+                resource_type="user",
+                resource_id=user.id,
+                detail={"role": user.role},
             )
         return CreatedUser(user=user, one_time_password=generated)
 
@@ -95,7 +102,9 @@ class Accounts:
         authorize(ctx.principal, Permission.MANAGE_USERS)
         with transaction(self.sessions) as session:
             users = accounts.list_users(session, offset=offset, limit=limit)
-            self.audit.record(session, ctx, "user.list", resource_type="user", detail={"returned": len(users)})
+            self.audit.record(
+                session, ctx, "user.list", resource_type="user", detail={"returned": len(users)}
+            )
             return users
 
     def get(self, ctx: RequestContext, user_id: str) -> User:
