@@ -113,3 +113,7 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
+
+
+# Register the other tables on the same metadata (Alembic and tests see every table).
+from irmsia.db import imaging, jobs  # noqa: E402, F401
