@@ -1,0 +1,117 @@
+"""Filesystem blob store details the contract suite cannot see: permissions, memory, layout."""
+
+from __future__ import annotations
+
+import gc
+import os
+import stat
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from irmsia.errors import StorageError
+from irmsia.storage.filesystem import FilesystemBlobStore, atomic_write
+
+MIB = 1024 * 1024
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_blobs_are_private_files_in_private_directories(tmp_path: Path) -> None:
+    root = tmp_path / "data" / "blobs"
+    store = FilesystemBlobStore(root)
+    store.put("objects/ab/cd/k.bin", b"ciphertext")
+    assert mode_of(root / "objects" / "ab" / "cd" / "k.bin") == 0o600
+    for directory in (root, root / "objects", root / "objects" / "ab", root / "objects" / "ab" / "cd"):
+        assert mode_of(directory) == 0o700
+    assert mode_of(tmp_path / "data") == 0o700
+
+
+def test_overwrite_keeps_the_file_private(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    store.put("k.bin", b"one")
+    store.put_stream("k.bin", [b"two"])
+    assert mode_of(tmp_path / "k.bin") == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.bin"]
+
+
+def test_streaming_a_large_blob_holds_only_a_few_chunks_in_memory(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    total = 24 * MIB
+    piece = 256 * 1024
+
+    def source() -> Iterator[bytes]:
+        for _ in range(total // piece):
+            yield b"\xab" * piece
+
+    tracemalloc.start()
+    try:
+        assert store.put_stream("big.bin", source()) == total
+        read = sum(len(chunk) for chunk in store.iter_chunks("big.bin", chunk_size=MIB))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert read == total
+    assert peak < 4 * MIB
+
+
+def test_a_key_under_an_existing_blob_is_a_storage_error(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    store.put("a", b"blob")
+    with pytest.raises(StorageError, match="a/b"):
+        store.put("a/b", b"nested")
+    assert store.get("a") == b"blob"
+
+
+def test_unwritable_root_fails_the_readiness_probe(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_bytes(b"")
+    store = FilesystemBlobStore(not_a_directory / "blobs")
+    with pytest.raises(StorageError, match="not writable") as caught:
+        store.check_writable()
+    assert str(tmp_path) not in str(caught.value)
+
+
+def test_readiness_probe_creates_the_root_and_leaves_it_empty(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    FilesystemBlobStore(root).check_writable()
+    assert root.is_dir()
+    assert list(root.iterdir()) == []
+
+
+def test_atomic_write_removes_its_temporary_file_when_interrupted(tmp_path: Path) -> None:
+    def interrupted() -> Iterator[bytes]:
+        yield b"partial"
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "k.bin", interrupted())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_abandoned_reader_closes_its_file_without_a_warning(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    store.put("k.bin", b"x" * 100)
+    reader = store.iter_chunks("k.bin", chunk_size=10)
+    fd_count = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").is_dir() else None
+    del reader
+    gc.collect()  # filterwarnings=error turns a ResourceWarning from an unclosed file into a failure
+    if fd_count is not None:
+        assert len(os.listdir("/proc/self/fd")) == fd_count - 1
+
+
+def test_sweep_ignores_blobs_and_fresh_temporary_files(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    store.put("objects/k.bin", b"keep")
+    temp = tmp_path / "objects" / ".tmp-0123456789abcdef"
+    temp.write_bytes(b"left by a crash")
+    mtime = temp.stat().st_mtime
+    assert store.sweep_temporary(max_age_s=3600, now=mtime + 10) == 0
+    assert store.sweep_temporary(max_age_s=3600, now=mtime + 3601) == 1
+    assert not temp.exists()
+    assert store.get("objects/k.bin") == b"keep"
+    assert FilesystemBlobStore(tmp_path / "absent").sweep_temporary(max_age_s=0, now=mtime) == 0
