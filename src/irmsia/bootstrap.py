@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from irmsia.clock import Clock, utc_now
 from irmsia.config import Settings
+from irmsia.crypto.envelope import EnvelopeCipher
 from irmsia.db import migrate
 from irmsia.db.engine import make_engine, make_session_factory, ping
 from irmsia.errors import ConfigError
@@ -28,7 +29,12 @@ from irmsia.usecases.auth import Authenticator, ThrottlePolicy
 from irmsia.usecases.users import Accounts
 
 if TYPE_CHECKING:
+    from irmsia.crypto.keys import KeyProvider
+    from irmsia.pipeline.executors import Executor
+    from irmsia.pipeline.ingest import IngestConfig, IngestPipeline
+    from irmsia.pipeline.runner import JobRunner
     from irmsia.storage.base import BlobStore
+    from irmsia.usecases.ingest import Ingest
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,12 @@ class Container:
     auth: Authenticator
     accounts: Accounts
     blobs: BlobStore
+    keys: KeyProvider
+    cipher: EnvelopeCipher
+    pipeline: IngestPipeline
+    runner: JobRunner
+    executor: Executor
+    ingest: Ingest
     closers: list[Any] = field(default_factory=list)
 
     def check_ready(self) -> dict[str, str]:
@@ -78,7 +90,44 @@ def build_blob_store(settings: Settings) -> BlobStore:
     return create_blob_store("filesystem", root=settings.storage_path)
 
 
-def build_container(settings: Settings, *, clock: Clock = utc_now, upgrade: bool | None = None) -> Container:
+def build_key_provider(settings: Settings, closers: list[Any]) -> KeyProvider:
+    """Local KEKs from ENCRYPTION_KEY and the key ring (default), or Vault Transit."""
+    if settings.KEY_PROVIDER == "vault":
+        from irmsia.crypto.vault import VaultTransitKeyProvider
+
+        assert settings.VAULT_TOKEN is not None  # checked by Settings
+        http = httpx.Client(timeout=10.0)
+        closers.append(http.close)
+        return VaultTransitKeyProvider(
+            settings.VAULT_ADDR,
+            settings.VAULT_TOKEN.get_secret_value(),
+            settings.VAULT_TRANSIT_KEY,
+            http,
+            mount=settings.VAULT_TRANSIT_MOUNT,
+        )
+    from irmsia.crypto.keys import LocalKeyProvider
+
+    return LocalKeyProvider(settings.secret("ENCRYPTION_KEY"), settings.key_ring_path)
+
+
+def build_ingest_config(settings: Settings) -> IngestConfig:
+    from irmsia.domain.deid import BurnedInPolicy, Region
+    from irmsia.domain.render import RenderOptions
+    from irmsia.domain.validation import ValidationPolicy
+    from irmsia.pipeline.ingest import IngestConfig
+
+    return IngestConfig(
+        validation=ValidationPolicy(mode=settings.VALIDATION_MODE, max_bytes=settings.MAX_OBJECT_BYTES),
+        burned_in=BurnedInPolicy(settings.BURNED_IN_POLICY),
+        mask_regions=tuple(Region(*region) for region in settings.BURNED_IN_MASK_REGIONS),
+        render=RenderOptions(bits=16 if settings.RENDER_16BIT else 8, thumbnail_size=settings.THUMBNAIL_SIZE),
+        png_level=settings.PNG_COMPRESSION,
+    )
+
+
+def build_container(
+    settings: Settings, *, clock: Clock = utc_now, upgrade: bool | None = None, executor: str | None = None
+) -> Container:
     """Build the object graph; apply migrations when configured to (development default)."""
     engine = make_engine(settings.database_url)
     if settings.auto_upgrade if upgrade is None else upgrade:
@@ -118,6 +167,44 @@ def build_container(settings: Settings, *, clock: Clock = utc_now, upgrade: bool
         audit=audit,
         oidc=oidc,
     )
+    from irmsia.domain.deid import Deidentifier, DeidOptions
+    from irmsia.pipeline.executors import InlineExecutor, ProcessExecutor, ThreadExecutor
+    from irmsia.pipeline.ingest import IngestPipeline
+    from irmsia.pipeline.runner import JobRunner
+    from irmsia.usecases.ingest import Ingest
+
+    blobs = build_blob_store(settings)
+    keys = build_key_provider(settings, closers)
+    cipher = EnvelopeCipher(keys)
+    deid_options = DeidOptions(**{name: True for name in settings.DEID_OPTIONS.split(",") if name})
+    pipeline = IngestPipeline(
+        sessions=sessions,
+        blobs=blobs,
+        cipher=cipher,
+        deidentifier=Deidentifier(deid_options, settings.secret("PSEUDONYM_KEY")),
+        config=build_ingest_config(settings),
+        clock=clock,
+        audit=audit,
+    )
+    runner = JobRunner(sessions, blobs, cipher, clock, [pipeline])
+    kind = executor or settings.INGEST_EXECUTOR
+    pool: Executor
+    if kind == "process":
+        pool = ProcessExecutor(settings.as_env(), settings.INGEST_WORKERS)
+    elif kind == "thread":
+        pool = ThreadExecutor(runner, settings.INGEST_WORKERS)
+    else:
+        pool = InlineExecutor(runner)
+    closers.append(pool.close)
+    ingest = Ingest(
+        sessions=sessions,
+        blobs=blobs,
+        cipher=cipher,
+        executor=pool,
+        clock=clock,
+        audit=audit,
+        max_object_bytes=settings.MAX_OBJECT_BYTES,
+    )
     return Container(
         settings=settings,
         engine=engine,
@@ -126,6 +213,12 @@ def build_container(settings: Settings, *, clock: Clock = utc_now, upgrade: bool
         audit=audit,
         auth=auth,
         accounts=Accounts(sessions=sessions, clock=clock, passwords=passwords, audit=audit),
-        blobs=build_blob_store(settings),
+        blobs=blobs,
+        keys=keys,
+        cipher=cipher,
+        pipeline=pipeline,
+        runner=runner,
+        executor=pool,
+        ingest=ingest,
         closers=closers,
     )

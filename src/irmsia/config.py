@@ -127,6 +127,27 @@ class Settings(BaseSettings):
     VAULT_TRANSIT_MOUNT: str = Field("transit", description="Vault transit mount")
     VAULT_TRANSIT_KEY: str = Field("irmsia", description="Vault transit key name")
 
+    # --- ingest ------------------------------------------------------------------
+    INGEST_EXECUTOR: Literal["thread", "process", "inline"] = Field(
+        "thread",
+        description="where pipeline jobs run: threads of the server, local worker processes, or inline",
+    )
+    INGEST_WORKERS: int = Field(2, ge=1, le=256, description="parallel pipeline workers")
+    VALIDATION_MODE: Literal["strict", "lenient"] = Field("strict", description="DICOM validation policy")
+    DEID_OPTIONS: str = Field(
+        "retain_long_modified_dates,retain_patient_characteristics,clean_descriptors,clean_structured_content",
+        description="comma list of PS3.15 Annex E options applied on top of the Basic Profile",
+    )
+    BURNED_IN_POLICY: Literal["reject", "quarantine", "mask"] = Field(
+        "reject", description="images that may carry burned-in text: reject, quarantine for review, or mask"
+    )
+    BURNED_IN_MASK_REGIONS: list[tuple[int, int, int, int]] = Field(
+        default_factory=list, description="JSON list of [x, y, width, height] pixel regions masked with mask"
+    )
+    RENDER_16BIT: bool = Field(False, description="also store a 16-bit PNG of every frame")
+    THUMBNAIL_SIZE: int = Field(256, ge=16, le=1024, description="longest side of thumbnails, in pixels")
+    PNG_COMPRESSION: int = Field(1, ge=0, le=9, description="zlib level of stored PNGs (1 is fast)")
+
     # --- AI ------------------------------------------------------------------------
     AI_PROVIDER: str = Field(
         "builtin", description="mock, builtin, torchxrayvision, onnx, huggingface or openai"
@@ -186,7 +207,21 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a comma list of {', '.join(sorted(ANCHOR_KINDS))}; got {unknown[0]!r}")
         return ",".join(kinds)
 
-    @field_validator("OIDC_ROLE_MAP", mode="before")
+    @field_validator("DEID_OPTIONS")
+    @classmethod
+    def _deid_options(cls, value: str) -> str:
+        from irmsia.domain.deid import DeidOptions
+
+        known = {name for name in DeidOptions.__dataclass_fields__}
+        names = [part.strip().lower() for part in value.split(",") if part.strip()]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"must be a comma list of {', '.join(sorted(known))}; got {unknown[0]!r}")
+        if "retain_long_full_dates" in names and "retain_long_modified_dates" in names:
+            raise ValueError("cannot retain both full and modified dates")
+        return ",".join(names)
+
+    @field_validator("OIDC_ROLE_MAP", "BURNED_IN_MASK_REGIONS", mode="before")
     @classmethod
     def _role_map(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -195,7 +230,7 @@ class Settings(BaseSettings):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
-                raise ValueError('must be a JSON object such as {"IdPRole": "radiologist"}') from None
+                raise ValueError("must be valid JSON") from None
         return value
 
     @field_validator("DATABASE_URL")
@@ -253,6 +288,23 @@ class Settings(BaseSettings):
             raise ConfigError(f"{name} is not set")
         raw = value.get_secret_value()
         return bytes.fromhex(raw) if name == "ENCRYPTION_KEY" else raw.encode()
+
+    def as_env(self) -> dict[str, str]:
+        """Every setting as environment strings, secrets revealed: for worker processes only."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                out[name] = value.get_secret_value()
+            elif isinstance(value, dict):
+                out[name] = json.dumps(value)
+            elif isinstance(value, bool):
+                out[name] = "true" if value else "false"
+            else:
+                out[name] = str(value.value if isinstance(value, StrEnum) else value)
+        return out
 
     def masked(self) -> dict[str, str]:
         """The effective configuration as strings, secrets masked (for `irmsia config check`)."""

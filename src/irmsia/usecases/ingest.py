@@ -1,0 +1,248 @@
+"""Ingest: accept DICOM objects from any front door, spool them encrypted, run the pipeline.
+
+Every front door (REST upload, CLI, DICOMweb, C-STORE, watched folder) hands this use case
+an iterable of ``IncomingFile`` (pieces of bytes, never a file name). Zip archives are
+expanded as a stream. Each object is encrypted while it is received (chunked AES-256-GCM)
+into the blob store's ``spool/`` area, so the original is never written anywhere in clear,
+and becomes one durable job. With ``wait`` the call returns when every job has finished
+(the synchronous answer of the original design); otherwise it returns the job ids at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from stream_unzip import UnzipError, stream_unzip
+
+from irmsia.clock import Clock
+from irmsia.crypto.envelope import EnvelopeCipher
+from irmsia.db.base import new_id
+from irmsia.db.engine import transaction
+from irmsia.db.jobs import Job
+from irmsia.errors import InvalidDicom, IrmsiaError, NotFound, PayloadTooLarge
+from irmsia.pipeline.executors import Executor
+from irmsia.pipeline.job import JobState
+from irmsia.pipeline.runner import Outcome
+from irmsia.security.policy import Permission, authorize
+from irmsia.storage.base import BlobStore
+from irmsia.usecases.audit import AuditLog
+from irmsia.usecases.audit import Outcome as AuditOutcome
+from irmsia.usecases.context import RequestContext
+
+ZIP_MAGIC = b"PK\x03\x04"
+INGEST = "ingest"
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    """One object as received: its bytes in pieces, and its position in the request."""
+
+    data: Iterable[bytes]
+    label: str  # "3" or "3/12" (archive 3, member 12): positions, never names
+
+
+@dataclass
+class FileResult:
+    label: str
+    job_id: str | None = None
+    state: str = JobState.PENDING.value
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class Batch:
+    batch_id: str
+    files: list[FileResult]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {"stored": 0, "duplicate": 0, "quarantined": 0, "rejected": 0, "pending": 0}
+        for item in self.files:
+            if item.error:
+                counts["rejected"] += 1
+            elif item.state != JobState.SUCCEEDED.value:
+                counts["pending"] += 1
+            else:
+                counts[item.result.get("status", "stored")] += 1
+        return counts
+
+
+@dataclass
+class Ingest:
+    sessions: sessionmaker[Session]
+    blobs: BlobStore
+    cipher: EnvelopeCipher
+    executor: Executor
+    clock: Clock
+    audit: AuditLog
+    max_object_bytes: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def submit(self, ctx: RequestContext, files: Iterable[IncomingFile], *, wait: bool = True) -> Batch:
+        """Spool and queue every object; with ``wait``, run them to completion first.
+
+        One bad object never fails the others: its problem is reported in its own result.
+        """
+        authorize(ctx.principal, Permission.UPLOAD_IMAGES)
+        batch = Batch(batch_id=new_id(), files=[])
+        futures: list[tuple[FileResult, Future[Outcome]]] = []
+        for received in files:
+            try:
+                for incoming in expand_archive(received):
+                    item = FileResult(label=incoming.label)
+                    batch.files.append(item)
+                    try:
+                        item.job_id = self._spool(ctx, batch.batch_id, incoming)
+                    except IrmsiaError as exc:
+                        _reject(item, exc)
+                        continue
+                    futures.append((item, self.executor.submit(item.job_id)))
+            except InvalidDicom as exc:  # a broken archive: its remaining members are lost
+                batch.files.append(_reject(FileResult(label=received.label), exc))
+        with transaction(self.sessions) as session:
+            self.audit.record(
+                session,
+                ctx,
+                "ingest.submit",
+                resource_type="batch",
+                resource_id=batch.batch_id,
+                outcome=AuditOutcome.SUCCESS if futures else AuditOutcome.FAILURE,
+                detail={"objects": len(batch.files), "queued": len(futures)},
+            )
+        if wait:
+            for item, future in futures:
+                _apply(item, future.result())
+        return batch
+
+    def job(self, ctx: RequestContext, job_id: str) -> Job:
+        """A job record (uploaders see their own jobs; admins and radiologists see all)."""
+        principal = authorize(ctx.principal, Permission.READ_JOBS)
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None or (
+                not principal.can(Permission.MANAGE_JOBS) and job.submitted_by != principal.id
+            ):
+                raise NotFound("no such job")
+            return job
+
+    def _spool(self, ctx: RequestContext, batch_id: str, incoming: IncomingFile) -> str:
+        job_id = new_id()
+        key = f"spool/{job_id[:2]}/{job_id}.bin"
+        counter = _Counter(incoming.data, self.max_object_bytes)
+        sealed = self.cipher.encrypt_stream(f"spool:{job_id}", counter)
+        try:
+            self.blobs.put_stream(key, sealed.chunks)
+            if counter.total == 0:
+                raise InvalidDicom("the file is empty", reason="empty")
+            with transaction(self.sessions) as session:
+                session.add(
+                    Job(
+                        id=job_id,
+                        kind=INGEST,
+                        state=JobState.PENDING.value,
+                        batch_id=batch_id,
+                        submitted_by=ctx.actor_id,
+                        spool_key=key,
+                        spool_key_id=sealed.wrapped_key.key_id,
+                        spool_wrapped_key=sealed.wrapped_key.ciphertext,
+                        input_size=counter.total,
+                        options=json.dumps(self.options, sort_keys=True),
+                        created_at=self.clock(),
+                    )
+                )
+        except BaseException:
+            self.blobs.delete(key)
+            for _ in counter.rest():  # drain, so the next object of the request can be read
+                pass
+            raise
+        return job_id
+
+
+class _Counter(Iterator[bytes]):
+    """Pass pieces through, counting bytes; refuse to go past the limit."""
+
+    def __init__(self, pieces: Iterable[bytes], limit: int) -> None:
+        self._pieces = iter(pieces)
+        self._limit = limit
+        self.total = 0
+
+    def rest(self) -> Iterator[bytes]:
+        return self._pieces
+
+    def __next__(self) -> bytes:
+        piece = next(self._pieces)
+        self.total += len(piece)
+        if self.total > self._limit:
+            raise PayloadTooLarge(f"object exceeds the limit of {self._limit} bytes")
+        return piece
+
+
+def expand_archive(incoming: IncomingFile) -> Iterator[IncomingFile]:
+    """Yield the object itself or, for a zip archive (recognised by content, not name), its members.
+
+    Members are streamed: nothing is extracted to disk. Folders and empty members are
+    skipped. Each member must be consumed before the next is produced. A corrupt archive
+    raises ``InvalidDicom`` (reason ``bad_archive``).
+    """
+    pieces = iter(incoming.data)
+    first = b""
+    for piece in pieces:
+        first += piece
+        if len(first) >= 4:
+            break
+    rest = _chain(first, pieces)
+    if not first.startswith(ZIP_MAGIC):
+        yield IncomingFile(data=rest, label=incoming.label)
+        return
+    yield from _members(rest, incoming.label)
+
+
+def _members(archive: Iterator[bytes], label: str) -> Iterator[IncomingFile]:
+    number = 0
+    try:
+        for name, size, chunks in stream_unzip(archive):
+            if name.endswith(b"/") or size == 0:
+                for _ in chunks:  # the member must be consumed to reach the next one
+                    pass
+                continue
+            number += 1
+            yield IncomingFile(data=_guard(chunks), label=f"{label}/{number}")
+    except UnzipError:
+        raise InvalidDicom(
+            "the zip archive is corrupt or uses an unsupported feature", reason="bad_archive"
+        ) from None
+
+
+def _guard(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    except UnzipError:
+        raise InvalidDicom(
+            "the zip archive is corrupt or uses an unsupported feature", reason="bad_archive"
+        ) from None
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _reject(item: FileResult, exc: IrmsiaError) -> FileResult:
+    item.state, item.detail = JobState.FAILED.value, exc.detail
+    item.error = exc.reason if isinstance(exc, InvalidDicom) else exc.code
+    return item
+
+
+def _apply(item: FileResult, outcome: Outcome) -> None:
+    item.state = outcome.state.value
+    item.result = outcome.result
+    if outcome.failure is not None and outcome.state is JobState.FAILED:
+        item.error, item.detail = outcome.failure.code, outcome.failure.detail
