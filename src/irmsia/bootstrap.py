@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from irmsia.pipeline.runner import JobRunner
     from irmsia.storage.base import BlobStore
     from irmsia.usecases.ingest import Ingest
+    from irmsia.usecases.keys import Keys
+    from irmsia.usecases.retrieve import Retrieve
+    from irmsia.usecases.search import Search
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,18 @@ class Container:
     runner: JobRunner
     executor: Executor
     ingest: Ingest
+    search: Search
+    retrieve: Retrieve
+    key_admin: Keys
     closers: list[Any] = field(default_factory=list)
+
+    def resume_jobs(self) -> int:
+        """Start-up: clean up after jobs a crash interrupted and queue every pending job again."""
+        self.runner.recover()
+        pending = self.runner.pending()
+        for job_id in pending:
+            self.executor.submit(job_id)
+        return len(pending)
 
     def check_ready(self) -> dict[str, str]:
         """Readiness: the database answers and the blob store accepts writes."""
@@ -125,10 +139,24 @@ def build_ingest_config(settings: Settings) -> IngestConfig:
     )
 
 
+def configure_process() -> None:
+    """Process-wide settings of third-party libraries, applied once (never per request).
+
+    pydicom quotes invalid element values in its log and warning messages while reading;
+    those values can be patient data, so its value validation on read is off (IRMSIA's
+    own validation reports problems without values) and its logger is silenced.
+    """
+    from pydicom import config as pydicom_config
+
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
 def build_container(
     settings: Settings, *, clock: Clock = utc_now, upgrade: bool | None = None, executor: str | None = None
 ) -> Container:
     """Build the object graph; apply migrations when configured to (development default)."""
+    configure_process()
     engine = make_engine(settings.database_url)
     if settings.auto_upgrade if upgrade is None else upgrade:
         migrate.upgrade(engine)
@@ -172,6 +200,9 @@ def build_container(
     from irmsia.pipeline.ingest import IngestPipeline
     from irmsia.pipeline.runner import JobRunner
     from irmsia.usecases.ingest import Ingest
+    from irmsia.usecases.keys import Keys
+    from irmsia.usecases.retrieve import Retrieve
+    from irmsia.usecases.search import Search
 
     blobs = build_blob_store(settings)
     keys = build_key_provider(settings, closers)
@@ -220,5 +251,8 @@ def build_container(
         runner=runner,
         executor=pool,
         ingest=ingest,
+        search=Search(sessions=sessions, audit=audit),
+        retrieve=Retrieve(sessions=sessions, blobs=blobs, cipher=cipher, audit=audit, clock=clock),
+        key_admin=Keys(sessions=sessions, provider=keys, cipher=cipher, audit=audit),
         closers=closers,
     )

@@ -354,7 +354,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, env_file: str | Path 
     """
     try:
         if env is None:
-            settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+            settings = Settings(_env_file=env_file)
         else:
             values = {
                 key.upper(): value for key, value in env.items() if key.upper() in Settings.model_fields

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from irmsia import __version__
 from irmsia.api import errors
 from irmsia.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from irmsia.api.routers import API_PREFIX, audit, auth, dicom, health, users
+from irmsia.api.routers import API_PREFIX, admin, audit, auth, dicom, health, images, users
 from irmsia.bootstrap import Container, build_container
 from irmsia.config import Settings, load_settings
 
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        owned.resume_jobs()
         yield
         owned.close()
 
@@ -53,6 +54,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         upload_prefixes=UPLOAD_PREFIXES,
     )
     app.add_middleware(RequestContextMiddleware)
-    for router in (health.router, auth.router, users.router, audit.router, dicom.router):
+    for router in (
+        health.router,
+        auth.router,
+        users.router,
+        audit.router,
+        dicom.router,
+        images.router,
+        admin.router,
+    ):
         app.include_router(router)
     return app

@@ -14,9 +14,16 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from irmsia.bootstrap import Container
+from irmsia.usecases.ingest import IncomingFile
 from tests.conftest import TEST_PASSWORD, Accounts
+from tests.factories import make_ct, to_bytes
+from tests.support import CLI_CTX
 
 ROLES = ("admin", "radiologist", "clinician", "uploader", "auditor")
+READERS = frozenset({"admin", "radiologist", "clinician"})
+UPLOADERS = frozenset({"admin", "radiologist", "uploader"})
+ADMIN = frozenset({"admin"})
 ANON = "anonymous"
 EVERYONE = frozenset({*ROLES, ANON})
 AUTHENTICATED = frozenset(ROLES)
@@ -29,6 +36,7 @@ class World:
     client: TestClient
     accounts: Accounts
     target_id: str
+    ids: dict[str, str]
     counter: list[int] = field(default_factory=lambda: [0])
 
     def unique(self, prefix: str) -> str:
@@ -97,6 +105,30 @@ MATRIX: list[Entry] = [
     ),
     Entry("POST", "/api/v1/users/{user_id}/reset-password", frozenset({"admin"})),
     Entry("GET", "/api/v1/audit", frozenset({"admin", "auditor"})),
+    Entry(
+        "POST",
+        "/api/v1/dicom/upload",
+        UPLOADERS,
+        lambda world, who: {
+            "files": [("files", ("a.dcm", to_bytes(make_ct(phi_extras=False)), "application/dicom"))]
+        },
+    ),
+    Entry("GET", "/api/v1/jobs/{job_id}", UPLOADERS),
+    Entry("GET", "/api/v1/patients", READERS),
+    Entry("GET", "/api/v1/studies", READERS),
+    Entry("GET", "/api/v1/studies/{study_id}", READERS),
+    Entry("DELETE", "/api/v1/studies/{study_id}", ADMIN),
+    Entry("GET", "/api/v1/series/{series_id}", READERS),
+    Entry("GET", "/api/v1/images/{image_id}", READERS),
+    Entry("DELETE", "/api/v1/images/{image_id}", ADMIN),
+    Entry("GET", "/api/v1/images/{image_id}/dicom", READERS),
+    Entry("GET", "/api/v1/images/{image_id}/frames/{frame}", READERS),
+    Entry("GET", "/api/v1/images/{image_id}/thumbnail", READERS),
+    Entry("GET", "/api/v1/vault/{kind}/{pseudonym}", ADMIN),
+    Entry("GET", "/api/v1/quarantine", ADMIN),
+    Entry("POST", "/api/v1/quarantine/{image_id}/release", ADMIN),
+    Entry("GET", "/api/v1/keys", ADMIN),
+    Entry("POST", "/api/v1/keys/rotate", ADMIN),
 ]
 
 # Framework pages that carry no data.
@@ -132,12 +164,30 @@ def test_public_docs_are_served(client: TestClient) -> None:
 
 @pytest.mark.parametrize("entry", MATRIX, ids=lambda e: f"{e.method} {e.path}")
 def test_every_role_gets_exactly_what_the_policy_allows(
-    entry: Entry, client: TestClient, accounts: Accounts, role_headers: dict[str, dict[str, str]]
+    entry: Entry,
+    client: TestClient,
+    accounts: Accounts,
+    role_headers: dict[str, dict[str, str]],
+    container: Container,
 ) -> None:
-    world = World(client=client, accounts=accounts, target_id=accounts.create("target1", "clinician"))
+    batch = container.ingest.submit(CLI_CTX, [IncomingFile(data=[to_bytes(make_ct())], label="1")])
+    result = batch.files[0].result
+    ids = {
+        "user_id": accounts.create("target1", "clinician"),
+        "job_id": batch.files[0].job_id or "",
+        "study_id": result["study_id"],
+        "series_id": result["series_id"],
+        "image_id": result["image_id"],
+        "frame": "0",
+        "kind": "patient",
+        "pseudonym": result["patient_pseudonym"],
+    }
+    world = World(client=client, accounts=accounts, target_id=ids["user_id"], ids=ids)
     for who in (*ROLES, ANON):
         headers = role_headers.get(who, {})
-        path = entry.path.replace("{user_id}", world.target_id)
+        path = entry.path
+        for name, value in ids.items():
+            path = path.replace("{" + name + "}", value)
         response = client.request(entry.method, path, headers=headers, **entry.request(world, who))
         if who in entry.allowed:
             assert response.status_code not in (401, 403), f"{who} was refused: {response.text}"
