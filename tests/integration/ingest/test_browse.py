@@ -34,7 +34,7 @@ def _ingest(client: TestClient, headers: dict[str, str], *blobs: bytes) -> list[
 
 
 def test_worklist_by_patient_and_by_date(client: TestClient, staff: dict[str, dict[str, str]]) -> None:
-    ct, cr = _ingest(client, staff["uploader"], to_bytes(make_ct()), to_bytes(make_cr()))
+    _ct, cr = _ingest(client, staff["uploader"], to_bytes(make_ct()), to_bytes(make_cr()))
     doc = staff["clinician"]
     patients = client.get("/api/v1/patients", headers=doc).json()
     assert patients["total"] == 1 and patients["items"][0]["studies"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 
@@ -14,6 +15,7 @@ from irmsia.bootstrap import Container
 from irmsia.crypto.keys import WrappedKey
 from irmsia.db.base import Base
 from irmsia.db.imaging import StoredObject
+from irmsia.errors import Conflict
 from tests.factories import PHI, contains_phi, make_ct, to_bytes
 from tests.integration.ingest.conftest import upload
 
@@ -96,10 +98,8 @@ def _admin(client: TestClient, container: Container) -> dict[str, str]:
     from tests.conftest import TEST_PASSWORD
     from tests.support import CLI_CTX
 
-    try:
+    with contextlib.suppress(Conflict):  # already created earlier in this test
         container.accounts.create(CLI_CTX, "privacyadmin", "admin", TEST_PASSWORD)
-    except Exception:  # noqa: S110  (already created in this test)
-        pass
     token = client.post("/api/v1/auth/login", data={"username": "privacyadmin", "password": TEST_PASSWORD})
     return {"Authorization": f"Bearer {token.json()['access_token']}"}
 
