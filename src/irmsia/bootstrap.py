@@ -30,6 +30,7 @@ from irmsia.usecases.users import Accounts
 
 if TYPE_CHECKING:
     from irmsia.crypto.keys import KeyProvider
+    from irmsia.domain.deid import DeidOptions
     from irmsia.pipeline.executors import Executor
     from irmsia.pipeline.ingest import IngestConfig, IngestPipeline
     from irmsia.pipeline.runner import JobRunner
@@ -124,6 +125,13 @@ def build_key_provider(settings: Settings, closers: list[Any]) -> KeyProvider:
     return LocalKeyProvider(settings.secret("ENCRYPTION_KEY"), settings.key_ring_path)
 
 
+def build_deid_options(settings: Settings) -> DeidOptions:
+    """The PS3.15 options named in DEID_OPTIONS."""
+    from irmsia.domain.deid import DeidOptions
+
+    return DeidOptions(**{name: True for name in settings.DEID_OPTIONS.split(",") if name})
+
+
 def build_ingest_config(settings: Settings) -> IngestConfig:
     from irmsia.domain.deid import BurnedInPolicy, Region
     from irmsia.domain.render import RenderOptions
@@ -195,7 +203,7 @@ def build_container(
         audit=audit,
         oidc=oidc,
     )
-    from irmsia.domain.deid import Deidentifier, DeidOptions
+    from irmsia.domain.deid import Deidentifier
     from irmsia.pipeline.executors import InlineExecutor, ProcessExecutor, ThreadExecutor
     from irmsia.pipeline.ingest import IngestPipeline
     from irmsia.pipeline.runner import JobRunner
@@ -207,7 +215,7 @@ def build_container(
     blobs = build_blob_store(settings)
     keys = build_key_provider(settings, closers)
     cipher = EnvelopeCipher(keys)
-    deid_options = DeidOptions(**{name: True for name in settings.DEID_OPTIONS.split(",") if name})
+    deid_options = build_deid_options(settings)
     pipeline = IngestPipeline(
         sessions=sessions,
         blobs=blobs,

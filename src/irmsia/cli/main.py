@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("username")
     reset.set_defaults(handler=_user_reset)
 
+    from irmsia.cli import imaging
+
+    imaging.add_commands(sub)
+
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="apply migrations")
     upgrade.set_defaults(handler=_db_upgrade)
