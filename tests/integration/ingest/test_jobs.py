@@ -1,0 +1,114 @@
+"""Durable jobs: crashes are recovered at start-up, failures leave no orphan, retries back off."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from irmsia.bootstrap import Container
+from irmsia.db.engine import transaction
+from irmsia.db.jobs import Job
+from irmsia.errors import StorageError
+from irmsia.pipeline import executors
+from irmsia.pipeline.job import JobState
+from irmsia.usecases.ingest import IncomingFile
+from tests.conftest import count_rows
+from tests.factories import make_ct, to_bytes
+from tests.support import CLI_CTX
+
+
+def _queue(container: Container, blob: bytes) -> str:
+    batch = container.ingest.submit(CLI_CTX, [IncomingFile(data=[blob], label="1")], wait=False)
+    job_id = batch.files[0].job_id
+    assert job_id is not None
+    return job_id
+
+
+class _Paused:
+    """An executor that accepts jobs but runs none (a server that died before running them)."""
+
+    def submit(self, job_id: str):  # type: ignore[no-untyped-def]
+        from concurrent.futures import Future
+
+        return Future()
+
+    def close(self) -> None:
+        pass
+
+
+def test_crash_mid_job_is_cleaned_up_and_resumed_at_start_up(container: Container) -> None:
+    container.ingest.executor = _Paused()
+    job_id = _queue(container, to_bytes(make_ct()))
+    # Simulate a worker that died after writing a blob but before indexing it.
+    with transaction(container.sessions) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.state, job.attempt, job.step = JobState.RUNNING.value, 1, "store"
+    orphan = f"objects/{job_id[:2]}/{job_id}/leftover.bin"
+    container.blobs.put(orphan, b"partial")
+
+    resumed = container.resume_jobs()
+    assert resumed == 1
+    outcome = container.runner.outcome(job_id)
+    for _ in range(100):
+        if outcome.state is JobState.SUCCEEDED:
+            break
+        import time
+
+        time.sleep(0.05)
+        outcome = container.runner.outcome(job_id)
+    assert outcome.state is JobState.SUCCEEDED
+    assert not container.blobs.exists(orphan)
+    assert count_rows(container, "instances") == 1
+    assert not any(key.startswith("spool/") for key in container.blobs.list(""))
+
+
+def test_failed_step_leaves_no_orphan_blob_and_no_half_index(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_index(state) -> None:  # type: ignore[no-untyped-def]
+        raise ValueError("boom with Canaryname in the message")
+
+    monkeypatch.setattr(container.pipeline, "index", broken_index)
+    container.ingest.executor = executors.InlineExecutor(container.runner)
+    job_id = _queue(container, to_bytes(make_ct()))
+    outcome = container.runner.outcome(job_id)
+    assert outcome.state is JobState.FAILED
+    assert outcome.failure is not None
+    assert outcome.failure.code == "internal_error"
+    assert "Canaryname" not in outcome.failure.detail  # unknown errors keep their type only
+    assert list(container.blobs.list("")) == []  # neither stored objects nor the spool remain
+    assert count_rows(container, "instances") == 0
+
+
+def test_storage_failure_is_retried_then_succeeds(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    original = container.pipeline.store
+
+    def flaky_store(state) -> None:  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise StorageError("storage briefly unavailable")
+        original(state)
+
+    monkeypatch.setattr(container.pipeline, "store", flaky_store)
+    monkeypatch.setattr(executors, "BACKOFF_SECONDS", (0.0,))
+    container.ingest.executor = executors.InlineExecutor(container.runner)
+    job_id = _queue(container, to_bytes(make_ct()))
+    with container.sessions() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        assert job is not None
+        assert job.state == JobState.SUCCEEDED.value and job.attempt == 2
+    assert calls["n"] == 2
+
+
+def test_invalid_input_is_not_retried(container: Container) -> None:
+    container.ingest.executor = executors.InlineExecutor(container.runner)
+    job_id = _queue(container, b"\x00" * 400)
+    with container.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.state == JobState.FAILED.value and job.attempt == 1
+        assert job.error_code == "not_dicom"
