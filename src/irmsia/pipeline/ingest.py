@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -82,6 +82,7 @@ class IngestState:
     job_id: str
     submitted_by: str | None
     raw: bytes | None
+    validation: ValidationPolicy | None = None  # a per-call override of the configured policy
     validated: ValidatedObject | None = None
     deid: DeidResult | None = None
     quarantined: bool = False
@@ -129,7 +130,11 @@ class IngestPipeline:
         )
 
     def start(self, job_id: str, options: Mapping[str, Any], payload: bytes) -> IngestState:
-        return IngestState(job_id=job_id, submitted_by=options.get("submitted_by"), raw=payload)
+        mode = options.get("validation")
+        policy = replace(self._config.validation, mode=mode) if mode in ("strict", "lenient") else None
+        return IngestState(
+            job_id=job_id, submitted_by=options.get("submitted_by"), raw=payload, validation=policy
+        )
 
     def result(self, state: IngestState) -> dict[str, Any]:
         return state.result
@@ -157,7 +162,7 @@ class IngestPipeline:
     # --- steps ---------------------------------------------------------------------------
     def validate(self, state: IngestState) -> None:
         assert state.raw is not None
-        state.validated = parse_and_validate(state.raw, self._config.validation)
+        state.validated = parse_and_validate(state.raw, state.validation or self._config.validation)
         state.raw = None  # the original is not kept past parsing
 
     def deidentify(self, state: IngestState) -> None:

@@ -85,11 +85,22 @@ class Ingest:
     max_object_bytes: int
     options: dict[str, Any] = field(default_factory=dict)
 
-    def submit(self, ctx: RequestContext, files: Iterable[IncomingFile], *, wait: bool = True) -> Batch:
+    def submit(
+        self,
+        ctx: RequestContext,
+        files: Iterable[IncomingFile],
+        *,
+        wait: bool = True,
+        validation: str | None = None,
+    ) -> Batch:
         """Spool and queue every object; with ``wait``, run them to completion first.
 
+        ``validation`` (strict | lenient) overrides the deployment's policy for this call.
         One bad object never fails the others: its problem is reported in its own result.
         """
+        options = dict(self.options)
+        if validation is not None:
+            options["validation"] = validation
         authorize(ctx.principal, Permission.UPLOAD_IMAGES)
         batch = Batch(batch_id=new_id(), files=[])
         futures: list[tuple[FileResult, Future[Outcome]]] = []
@@ -99,7 +110,7 @@ class Ingest:
                     item = FileResult(label=incoming.label)
                     batch.files.append(item)
                     try:
-                        item.job_id = self._spool(ctx, batch.batch_id, incoming)
+                        item.job_id = self._spool(ctx, batch.batch_id, incoming, options)
                     except IrmsiaError as exc:
                         _reject(item, exc)
                         continue
@@ -132,7 +143,9 @@ class Ingest:
                 raise NotFound("no such job")
             return job
 
-    def _spool(self, ctx: RequestContext, batch_id: str, incoming: IncomingFile) -> str:
+    def _spool(
+        self, ctx: RequestContext, batch_id: str, incoming: IncomingFile, options: dict[str, Any]
+    ) -> str:
         job_id = new_id()
         key = f"spool/{job_id[:2]}/{job_id}.bin"
         counter = _Counter(incoming.data, self.max_object_bytes)
@@ -153,7 +166,7 @@ class Ingest:
                         spool_key_id=sealed.wrapped_key.key_id,
                         spool_wrapped_key=sealed.wrapped_key.ciphertext,
                         input_size=counter.total,
-                        options=json.dumps(self.options, sort_keys=True),
+                        options=json.dumps(options, sort_keys=True),
                         created_at=self.clock(),
                     )
                 )

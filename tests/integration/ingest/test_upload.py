@@ -125,3 +125,17 @@ def test_not_multipart_is_a_415(client: TestClient, uploader: dict[str, str]) ->
         headers={**uploader, "Content-Type": "application/dicom"},
     )
     assert response.status_code == 415
+
+
+def test_validation_policy_can_be_chosen_per_upload(client: TestClient, uploader: dict[str, str]) -> None:
+    ds = make_ct()
+    ds.SOPInstanceUID = "1.2.3.04"  # a leading zero in a UID component: invalid syntax
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    blob = to_bytes(ds)
+    strict = upload(client, uploader, [blob])
+    assert strict.status_code == 422
+    files = [("files", ("x.dcm", blob, "application/dicom"))]
+    lenient = client.post("/api/v1/dicom/upload?validation=lenient", files=files, headers=uploader)
+    assert lenient.status_code == 200 and lenient.json()["files"][0]["status"] == "stored"
+    bad = client.post("/api/v1/dicom/upload?validation=sloppy", files=files, headers=uploader)
+    assert bad.status_code == 422

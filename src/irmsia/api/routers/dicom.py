@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
@@ -46,13 +47,16 @@ def upload(
     request: Request,
     response: Response,
     wait: bool = Query(True, description="answer when processing has finished (false: 202 and job ids)"),
+    validation: Literal["strict", "lenient"] | None = Query(
+        None, description="validation policy for this upload (default VALIDATION_MODE)"
+    ),
     ctx: RequestContext = Depends(get_ctx),
     container: Container = Depends(get_container),
 ) -> UploadBatch:
     boundary = boundary_of(request.headers.get("content-type"))
     parts = file_parts(body_pieces(request.stream().__aiter__()), boundary)
     files = (IncomingFile(data=part, label=str(number)) for number, part in enumerate(parts, start=1))
-    batch = container.ingest.submit(ctx, files, wait=wait)
+    batch = container.ingest.submit(ctx, files, wait=wait, validation=validation)
     if not batch.files:
         raise InvalidRequest("the request contains no file part")
     if wait and len(batch.files) == 1 and batch.files[0].error:
