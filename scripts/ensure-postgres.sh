@@ -7,7 +7,8 @@ set -euo pipefail
 
 log() { echo "[postgres] $*" >&2; }
 
-if command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 \
+# IRMSIA_THROWAWAY_POSTGRES=1 skips the shared server (to exercise the fallback path).
+if [ -z "${IRMSIA_THROWAWAY_POSTGRES:-}" ] && command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432 \
     && psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then
   log "using the server on 127.0.0.1:5432"
   echo "postgresql://postgres@127.0.0.1:5432/postgres"
