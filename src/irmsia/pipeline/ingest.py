@@ -49,6 +49,7 @@ from irmsia.usecases.context import RequestContext
 ObjectHook = Callable[[Session, StoredObject], None]
 
 DICOM_MEDIA_TYPE = "application/dicom"
+INDEX_ATTEMPTS = 3
 PNG_MEDIA_TYPE = "image/png"
 
 
@@ -239,31 +240,33 @@ class IngestPipeline:
             state.result = _result("duplicate", state.duplicate_of, state, message="already stored", now=now)
             return
         ctx = RequestContext(principal=None, request_id=state.job_id)
-        try:
-            with self._sessions() as session, session.begin():
-                ids = self._index(session, state, now)
-                self._audit.record(
-                    session,
-                    ctx,
-                    "ingest.store",
-                    resource_type="image",
-                    resource_id=ids["image_id"],
-                    actor_name=f"job:{state.job_id}",
-                    detail={"objects": len(state.objects), "quarantined": state.quarantined},
-                )
-        except DbIntegrityError:
-            # Another job indexed the same instance first: ours is a duplicate.
-            with self._sessions() as session:
-                existing = session.scalar(
-                    select(Instance).where(
-                        Instance.sop_instance_uid == str(state.deid.dataset.SOPInstanceUID)
+        sop_uid = str(state.deid.dataset.SOPInstanceUID)
+        for attempt in range(INDEX_ATTEMPTS):
+            try:
+                with self._sessions() as session, session.begin():
+                    ids = self._index(session, state, now)
+                    self._audit.record(
+                        session,
+                        ctx,
+                        "ingest.store",
+                        resource_type="image",
+                        resource_id=ids["image_id"],
+                        actor_name=f"job:{state.job_id}",
+                        detail={"objects": len(state.objects), "quarantined": state.quarantined},
                     )
-                )
-            if existing is None:
-                raise
-            self.abort(state)
-            state.result = _result("duplicate", _ids(existing), state, message="already stored", now=now)
-            return
+                break
+            except DbIntegrityError:
+                # A concurrent job inserted the same instance (ours is a duplicate) or the same
+                # patient, study or series first (try again: it is found this time).
+                with self._sessions() as session:
+                    existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_uid))
+                    duplicate = _ids(existing) if existing is not None else None
+                if duplicate is not None:
+                    self.abort(state)
+                    state.result = _result("duplicate", duplicate, state, message="already stored", now=now)
+                    return
+                if attempt == INDEX_ATTEMPTS - 1:
+                    raise
         status = "quarantined" if state.quarantined else "stored"
         message = "quarantined for review: possible burned-in text" if state.quarantined else "stored"
         state.result = _result(status, ids, state, message=message, now=now, hooks=bool(self.object_hooks))

@@ -112,3 +112,27 @@ def test_invalid_input_is_not_retried(container: Container) -> None:
         assert job is not None
         assert job.state == JobState.FAILED.value and job.attempt == 1
         assert job.error_code == "not_dicom"
+
+
+def test_concurrent_insert_of_the_same_patient_is_retried(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import IntegrityError as DbIntegrityError
+
+    from irmsia.pipeline.ingest import IngestPipeline
+
+    original = IngestPipeline._index
+    calls = {"n": 0}
+
+    def racing_index(self, session, state, now):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:  # as if another worker had inserted this patient first
+            raise DbIntegrityError("INSERT", {}, Exception("unique constraint"))
+        return original(self, session, state, now)
+
+    monkeypatch.setattr(IngestPipeline, "_index", racing_index)
+    container.ingest.executor = executors.InlineExecutor(container.runner)
+    job_id = _queue(container, to_bytes(make_ct()))
+    assert container.runner.outcome(job_id).state is JobState.SUCCEEDED
+    assert calls["n"] == 2
+    assert count_rows(container, "instances") == 1
