@@ -117,7 +117,14 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         print(f"      {created.one_time_password}", file=out)
         print("  Log in with it; you will be asked to choose a new password.", file=out)
     out.flush()
-    uvicorn.run(create_app(container=container), host=host, port=port, log_level=settings.LOG_LEVEL.lower())
+    # uvicorn's access log prints raw paths and query strings; IRMSIA logs route templates instead.
+    uvicorn.run(
+        create_app(container=container),
+        host=host,
+        port=port,
+        log_level=settings.LOG_LEVEL.lower(),
+        access_log=False,
+    )
     return 0
 
 
