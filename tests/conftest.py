@@ -20,10 +20,12 @@ from irmsia.api.app import create_app
 from irmsia.bootstrap import Container, build_container
 from irmsia.config import Settings, load_settings
 from irmsia.db.base import Base
+from irmsia.ledger.checkpoint import NoteSigner
 from irmsia.usecases.context import RequestContext
 from tests.support import CLI_CTX
 
 DB_BACKENDS = ["sqlite", "postgresql"]
+LEDGER_TEST_KEY = NoteSigner.generate("irmsia.test/ledger").to_string()
 TEST_PASSWORD = "correct horse battery staple"
 
 
@@ -103,6 +105,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: str) -> Settin
         "SECRET_KEY": secrets.token_hex(32),
         "ENCRYPTION_KEY": secrets.token_hex(32),
         "PSEUDONYM_KEY": secrets.token_hex(32),
+        "LEDGER_SIGNING_KEY": LEDGER_TEST_KEY,
+        "LEDGER_ORIGIN": "irmsia.test/ledger",
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_KIB": "256",
         **overrides,

@@ -31,6 +31,7 @@ from irmsia.usecases.users import Accounts
 if TYPE_CHECKING:
     from irmsia.crypto.keys import KeyProvider
     from irmsia.domain.deid import DeidOptions
+    from irmsia.ledger.anchors import Anchor
     from irmsia.pipeline.executors import Executor
     from irmsia.pipeline.ingest import IngestConfig, IngestPipeline
     from irmsia.pipeline.runner import JobRunner
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from irmsia.usecases.keys import Keys
     from irmsia.usecases.retrieve import Retrieve
     from irmsia.usecases.search import Search
+
+from irmsia.usecases.ledger import LedgerServices, build_ledger_services
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class Container:
     search: Search
     retrieve: Retrieve
     key_admin: Keys
+    ledger: LedgerServices
     closers: list[Any] = field(default_factory=list)
 
     def resume_jobs(self) -> int:
@@ -123,6 +127,32 @@ def build_key_provider(settings: Settings, closers: list[Any]) -> KeyProvider:
     from irmsia.crypto.keys import LocalKeyProvider
 
     return LocalKeyProvider(settings.secret("ENCRYPTION_KEY"), settings.key_ring_path)
+
+
+def build_anchors(settings: Settings) -> list[Anchor]:
+    """The anchors named by BLOCKCHAIN_TYPE, in that order."""
+    from irmsia.ledger.anchors import create_anchor
+
+    anchors: list[Anchor] = []
+    timeout = settings.LEDGER_ANCHOR_TIMEOUT_SECONDS
+    for kind in settings.anchors:
+        if kind == "ipfs":
+            anchors.append(
+                create_anchor("ipfs", host=settings.IPFS_HOST, port=settings.IPFS_PORT, timeout=timeout)
+            )
+        elif kind == "fabric":
+            anchors.append(
+                create_anchor(
+                    "fabric",
+                    gateway_url=settings.FABRIC_GATEWAY_URL,
+                    channel=settings.FABRIC_CHANNEL,
+                    chaincode=settings.FABRIC_CHAINCODE,
+                    timeout=timeout,
+                )
+            )
+        else:
+            anchors.append(create_anchor(kind))
+    return anchors
 
 
 def build_deid_options(settings: Settings) -> DeidOptions:
@@ -204,6 +234,8 @@ def build_container(
         oidc=oidc,
     )
     from irmsia.domain.deid import Deidentifier
+    from irmsia.ledger.checkpoint import NoteSigner
+    from irmsia.ledger.service import Ledger
     from irmsia.pipeline.executors import InlineExecutor, ProcessExecutor, ThreadExecutor
     from irmsia.pipeline.ingest import IngestPipeline
     from irmsia.pipeline.runner import JobRunner
@@ -213,6 +245,16 @@ def build_container(
     from irmsia.usecases.search import Search
 
     blobs = build_blob_store(settings)
+    signer = NoteSigner.from_string(settings.secret("LEDGER_SIGNING_KEY").decode())
+    ledger = build_ledger_services(
+        sessions=sessions,
+        clock=clock,
+        audit=audit,  # registers the ledger's audit hook: every audit record becomes a log entry
+        blobs=blobs,
+        ledger=Ledger(signer, origin=settings.LEDGER_ORIGIN, clock=clock),
+        anchors=build_anchors(settings),
+    )
+    closers.append(ledger.close)
     keys = build_key_provider(settings, closers)
     cipher = EnvelopeCipher(keys)
     deid_options = build_deid_options(settings)
@@ -224,6 +266,7 @@ def build_container(
         config=build_ingest_config(settings),
         clock=clock,
         audit=audit,
+        object_hooks=[ledger.ledger.register_object],
     )
     runner = JobRunner(sessions, blobs, cipher, clock, [pipeline])
     kind = executor or settings.INGEST_EXECUTOR
@@ -262,5 +305,6 @@ def build_container(
         search=Search(sessions=sessions, audit=audit),
         retrieve=Retrieve(sessions=sessions, blobs=blobs, cipher=cipher, audit=audit, clock=clock),
         key_admin=Keys(sessions=sessions, provider=keys, cipher=cipher, audit=audit),
+        ledger=ledger,
         closers=closers,
     )

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 PLACEHOLDER_SECRETS = frozenset(
     {"", "change-me", "changeme", "secret", "your-secret-key", "your-secret-key-here", "dev", "test"}
 )
-GENERATED_SECRETS = ("SECRET_KEY", "ENCRYPTION_KEY", "PSEUDONYM_KEY")
-ANCHOR_KINDS = frozenset({"mock", "ipfs", "fabric", "ethereum"})
+GENERATED_SECRETS = ("SECRET_KEY", "ENCRYPTION_KEY", "PSEUDONYM_KEY", "LEDGER_SIGNING_KEY")
+ANCHOR_KINDS = frozenset({"mock", "ipfs", "fabric"})
 AI_PROVIDERS = frozenset({"mock", "builtin", "torchxrayvision", "onnx", "huggingface", "openai"})
 
 
@@ -162,6 +162,31 @@ class Settings(BaseSettings):
     BLOCKCHAIN_TYPE: str = Field("mock", description="checkpoint anchors: comma list of mock, ipfs, fabric")
     IPFS_HOST: str = Field("127.0.0.1", description="kubo RPC host")
     IPFS_PORT: int = Field(5001, ge=1, le=65535, description="kubo RPC port")
+    LEDGER_ORIGIN: str = Field(
+        "irmsia.local/ledger", description="the log's identity: first line of every checkpoint and key name"
+    )
+    LEDGER_SIGNING_KEY: SecretStr | None = Field(
+        None,
+        description="Ed25519 signed-note key PRIVATE+KEY+… that signs checkpoints (`irmsia ledger keygen`)",
+    )
+    LEDGER_CHECKPOINT_INTERVAL_SECONDS: int = Field(
+        60, ge=0, description="sign a checkpoint this often when the log grew (0 = off)"
+    )
+    LEDGER_ANCHOR_INTERVAL_SECONDS: int = Field(
+        3600, ge=0, description="publish the latest checkpoint to every anchor this often (0 = off)"
+    )
+    LEDGER_ANCHOR_TIMEOUT_SECONDS: float = Field(
+        10.0, gt=0, le=300, description="timeout of one anchor request"
+    )
+    LEDGER_VERIFY_INTERVAL_SECONDS: int = Field(
+        86400, ge=0, description="run a verification in the background this often (0 = off)"
+    )
+    LEDGER_VERIFY_SAMPLE: int = Field(
+        0, ge=0, description="objects re-hashed by a scheduled verification (0 = all)"
+    )
+    FABRIC_GATEWAY_URL: str = Field("", description="Fabric Gateway REST sidecar for BLOCKCHAIN_TYPE=fabric")
+    FABRIC_CHANNEL: str = Field("mychannel", description="Fabric channel of the checkpoint chaincode")
+    FABRIC_CHAINCODE: str = Field("irmsia-ledger", description="chaincode that keeps checkpoints")
 
     # --- validators ----------------------------------------------------------------
     @field_validator("ENCRYPTION_KEY")
@@ -207,6 +232,31 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a comma list of {', '.join(sorted(ANCHOR_KINDS))}; got {unknown[0]!r}")
         return ",".join(kinds)
 
+    @field_validator("LEDGER_ORIGIN")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        value = value.strip()
+        if not value or "+" in value or any(ch.isspace() for ch in value):
+            raise ValueError("must be non-empty, without spaces or '+', e.g. hospital.example/irmsia-ledger")
+        return value
+
+    @field_validator("LEDGER_SIGNING_KEY")
+    @classmethod
+    def _note_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            return value  # judged by environment (generated in development, refused in production)
+        from irmsia.errors import CryptoError
+        from irmsia.ledger.checkpoint import NoteSigner
+
+        try:
+            NoteSigner.from_string(value.get_secret_value().strip())
+        except CryptoError:
+            # Never echo the value: it is secret key material.
+            raise ValueError(
+                "must be a signed-note key PRIVATE+KEY+<name>+<keyid>+<key>; see `irmsia ledger keygen`"
+            ) from None
+        return SecretStr(value.get_secret_value().strip())
+
     @field_validator("DEID_OPTIONS")
     @classmethod
     def _deid_options(cls, value: str) -> str:
@@ -248,6 +298,8 @@ class Settings(BaseSettings):
             raise ValueError("OIDC_AUDIENCE must be set when OIDC_ISSUER is set")
         if self.STORAGE_BACKEND == "s3" and not self.S3_BUCKET:
             raise ValueError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
+        if "fabric" in self.anchors and not self.FABRIC_GATEWAY_URL:
+            raise ValueError("FABRIC_GATEWAY_URL must be set when BLOCKCHAIN_TYPE includes fabric")
         if self.KEY_PROVIDER == "vault" and not (self.VAULT_ADDR and self.VAULT_TOKEN):
             raise ValueError("VAULT_ADDR and VAULT_TOKEN must be set when KEY_PROVIDER=vault")
         return self
@@ -374,7 +426,7 @@ def _complete_secrets(settings: Settings) -> Settings:
             f"{missing[0]} must be set to a real secret in production (IRMSIA_ENV=production); "
             "it is missing or a placeholder"
         )
-    stored = _load_or_create_dev_secrets(settings.IRMSIA_DATA_DIR, missing)
+    stored = _load_or_create_dev_secrets(settings.IRMSIA_DATA_DIR, missing, settings)
     return settings.model_copy(update={name: SecretStr(stored[name]) for name in missing})
 
 
@@ -382,7 +434,16 @@ def _is_unset(value: SecretStr | None) -> bool:
     return value is None or value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
 
 
-def _load_or_create_dev_secrets(data_dir: Path, names: list[str]) -> dict[str, str]:
+def _generate_secret(name: str, settings: Settings) -> str:
+    """A fresh development secret: a note signing key for the ledger, else 32 random bytes as hex."""
+    if name == "LEDGER_SIGNING_KEY":
+        from irmsia.ledger.checkpoint import NoteSigner
+
+        return NoteSigner.generate(settings.LEDGER_ORIGIN).to_string()
+    return secrets.token_hex(32)
+
+
+def _load_or_create_dev_secrets(data_dir: Path, names: list[str], settings: Settings) -> dict[str, str]:
     """Generate development secrets once and keep them in a 0600 file in the data dir."""
     path = data_dir / "secrets.json"
     stored: dict[str, str] = {}
@@ -394,7 +455,7 @@ def _load_or_create_dev_secrets(data_dir: Path, names: list[str]) -> dict[str, s
     created = [name for name in names if name not in stored]
     if created:
         for name in created:
-            stored[name] = secrets.token_hex(32)
+            stored[name] = _generate_secret(name, settings)
         data_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)

@@ -10,6 +10,7 @@ import pytest
 
 from irmsia.config import load_settings
 from irmsia.errors import ConfigError
+from tests.conftest import LEDGER_TEST_KEY
 
 KEY = "ab" * 32
 
@@ -37,6 +38,9 @@ KEY = "ab" * 32
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must be a sqlite:/// or postgresql:// URL"),
         ({"STORAGE_BACKEND": "s3"}, "S3_BUCKET must be set"),
         ({"KEY_PROVIDER": "vault"}, "VAULT_ADDR and VAULT_TOKEN must be set"),
+        ({"BLOCKCHAIN_TYPE": "fabric"}, "FABRIC_GATEWAY_URL must be set"),
+        ({"LEDGER_SIGNING_KEY": "PRIVATE+KEY+broken"}, "LEDGER_SIGNING_KEY must be a signed-note key"),
+        ({"LEDGER_ORIGIN": "has space"}, "LEDGER_ORIGIN must be non-empty"),
     ],
 )
 def test_invalid_value_stops_with_one_line_naming_the_variable(
@@ -54,7 +58,7 @@ def test_development_generates_secrets_once_with_mode_0600(
     first = load_settings({"IRMSIA_DATA_DIR": str(tmp_path)})
     path = tmp_path / "secrets.json"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert "generated SECRET_KEY, ENCRYPTION_KEY, PSEUDONYM_KEY" in caplog.text
+    assert "generated SECRET_KEY, ENCRYPTION_KEY, PSEUDONYM_KEY, LEDGER_SIGNING_KEY" in caplog.text
     second = load_settings({"IRMSIA_DATA_DIR": str(tmp_path)})
     for name in ("SECRET_KEY", "ENCRYPTION_KEY", "PSEUDONYM_KEY"):
         assert first.secret(name) == second.secret(name)
@@ -85,6 +89,7 @@ def test_production_accepts_real_secrets_and_does_not_auto_upgrade(tmp_path: Pat
             "SECRET_KEY": "s" * 40,
             "ENCRYPTION_KEY": KEY.upper(),
             "PSEUDONYM_KEY": "p" * 40,
+            "LEDGER_SIGNING_KEY": LEDGER_TEST_KEY,
         }
     )
     assert settings.is_production and not settings.auto_upgrade

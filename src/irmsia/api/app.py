@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from irmsia import __version__
 from irmsia.api import errors
 from irmsia.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from irmsia.api.routers import API_PREFIX, admin, audit, auth, dicom, health, images, users
+from irmsia.api.routers import API_PREFIX, admin, audit, auth, dicom, health, images, ledger, users
 from irmsia.bootstrap import Container, build_container
 from irmsia.config import Settings, load_settings
+from irmsia.usecases.ledger import make_scheduler
 
 UPLOAD_PREFIXES = (f"{API_PREFIX}/dicom/upload", "/dicomweb/studies", "/portal/upload")
 
@@ -29,12 +30,24 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     if container is None:
         container = build_container(settings or load_settings())
     owned = container
+    cfg = container.settings
+    scheduler = make_scheduler(
+        container.ledger,
+        checkpoint_interval=cfg.LEDGER_CHECKPOINT_INTERVAL_SECONDS,
+        anchor_interval=cfg.LEDGER_ANCHOR_INTERVAL_SECONDS,
+        verify_interval=cfg.LEDGER_VERIFY_INTERVAL_SECONDS,
+        verify_sample=cfg.LEDGER_VERIFY_SAMPLE,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         owned.resume_jobs()
-        yield
-        owned.close()
+        scheduler.start()
+        try:
+            yield
+        finally:
+            scheduler.stop()
+            owned.close()
 
     app = FastAPI(
         title="IRMSIA",
@@ -46,6 +59,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         lifespan=lifespan,
     )
     app.state.container = container
+    app.state.ledger = container.ledger  # read by irmsia.api.routers.ledger
     errors.install(app)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -62,6 +76,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         dicom.router,
         images.router,
         admin.router,
+        ledger.router,
+        ledger.blockchain_router,
     ):
         app.include_router(router)
     return app

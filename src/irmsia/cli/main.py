@@ -6,7 +6,8 @@ import argparse
 import getpass
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TextIO
 
 from irmsia import __version__
@@ -15,6 +16,7 @@ from irmsia.config import Settings, load_settings
 from irmsia.errors import IrmsiaError
 from irmsia.security.policy import Principal, Role
 from irmsia.usecases.context import RequestContext
+from irmsia.usecases.ledger import LedgerServices
 
 CLI_PRINCIPAL = Principal(id="cli", username="cli", roles=frozenset({Role.ADMIN}), method="cli")
 CLI_CTX = RequestContext(principal=CLI_PRINCIPAL, client_ip="local", request_id=None)
@@ -60,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 
     imaging.add_commands(sub)
 
+    from irmsia.cli.ledger import add_ledger_commands
+
+    add_ledger_commands(sub, _ledger_services, CLI_CTX)
+
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="apply migrations")
     upgrade.set_defaults(handler=_db_upgrade)
@@ -98,7 +104,16 @@ def entrypoint() -> None:
 
 
 def _container(settings: Settings) -> Container:
-    return build_container(settings)
+    return build_container(settings, executor="inline")
+
+
+@contextmanager
+def _ledger_services(settings: Settings) -> Iterator[LedgerServices]:
+    container = _container(settings)
+    try:
+        yield container.ledger
+    finally:
+        container.close()
 
 
 def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

@@ -1,4 +1,4 @@
-"""The ingest pipeline: validate → de-identify → render → encrypt+store → index.
+"""The ingest pipeline: validate → de-identify → serialize → render → encrypt+store → index.
 
 Each step reads and extends one ``IngestState``; none keeps state of its own. Blobs are
 written under ``objects/<job>/…`` so a crash's leftovers are found by job id; the index
@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,10 +47,11 @@ from irmsia.storage.base import BlobStore
 from irmsia.usecases.audit import AuditLog
 from irmsia.usecases.context import RequestContext
 
-ObjectHook = Callable[[Session, StoredObject], None]
+ObjectHook = Callable[[Session, StoredObject], object]
 
 DICOM_MEDIA_TYPE = "application/dicom"
 INDEX_ATTEMPTS = 3
+WRITE_THREADS = 4  # concurrent blob writes of one job's objects
 PNG_MEDIA_TYPE = "image/png"
 
 
@@ -119,12 +121,14 @@ class IngestPipeline:
         self._clock = clock
         self._audit = audit
         self.object_hooks = list(object_hooks)
+        self._writes: ThreadPoolExecutor | None = None
 
     # --- Pipeline protocol -------------------------------------------------------------
     def steps(self) -> Sequence[tuple[str, Callable[[IngestState], None]]]:
         return (
             ("validate", self.validate),
             ("deidentify", self.deidentify),
+            ("serialize", self.serialize),
             ("render", self.render),
             ("store", self.store),
             ("index", self.index),
@@ -178,18 +182,20 @@ class IngestPipeline:
         state.quarantined = decision is BurnedInDecision.QUARANTINE
         state.deid = self._deid.deidentify(source, pixels_cleaned=masked)
         state.validated = None  # drop the identifying dataset as soon as possible
-        sop_uid = str(state.deid.dataset.SOPInstanceUID)
-        with self._sessions() as session:
-            existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_uid))
-            if existing is not None:
-                state.duplicate_of = _ids(existing)
+        state.duplicate_of = self._stored_ids(str(state.deid.dataset.SOPInstanceUID))
+
+    def serialize(self, state: IngestState) -> None:
+        """The de-identified object as DICOM Part 10 (its own step, so that timings show it)."""
+        assert state.deid is not None
+        if state.duplicate_of is not None:
+            return
+        state.objects.append(PlannedObject("dicom", 0, DICOM_MEDIA_TYPE, _to_part10(state.deid.dataset)))
 
     def render(self, state: IngestState) -> None:
         assert state.deid is not None
         if state.duplicate_of is not None:
             return
         ds = state.deid.dataset
-        state.objects.append(PlannedObject("dicom", 0, DICOM_MEDIA_TYPE, _to_part10(ds)))
         if "PixelData" not in ds:
             return
         options = self._config.render
@@ -222,16 +228,38 @@ class IngestPipeline:
             state.objects.append(PlannedObject("thumbnail", 0, PNG_MEDIA_TYPE, encode_png(small, level=6)))
 
     def store(self, state: IngestState) -> None:
+        """Encrypt every planned object, then write them all at once.
+
+        The writes run on a few threads: a durable write mostly waits for the disk (or the
+        network), so several overlap. Every key is in ``state.written`` before its write
+        starts, and all writes have ended before an error is raised, so ``abort`` never
+        races a write still in flight.
+        """
         prefix = _job_prefix(state.job_id)
+        writes: list[tuple[str, bytes | bytearray]] = []
         for planned in state.objects:
             sealed = self._cipher.encrypt(planned.object_id, planned.plaintext)
             planned.storage_key = f"{prefix}{planned.object_id}.bin"
-            self._blobs.put(planned.storage_key, sealed.blob)
-            state.written.append(planned.storage_key)
             planned.sha256 = sha256_hex(sealed.blob)
             planned.size = len(sealed.blob)
             planned.key_id = sealed.wrapped_key.key_id
             planned.wrapped_key = sealed.wrapped_key.ciphertext
+            writes.append((planned.storage_key, sealed.blob))
+            state.written.append(planned.storage_key)
+        if len(writes) == 1:
+            self._blobs.put(*writes[0])
+            return
+        futures = [self._writer().submit(self._blobs.put, key, blob) for key, blob in writes]
+        del writes
+        wait(futures)
+        for future in futures:
+            future.result()  # re-raise the first failure, in object order
+
+    def _writer(self) -> ThreadPoolExecutor:
+        # Created on first use; its idle threads end when the pipeline is garbage-collected.
+        if self._writes is None:
+            self._writes = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="irmsia-put")
+        return self._writes
 
     def index(self, state: IngestState) -> None:
         assert state.deid is not None
@@ -258,9 +286,7 @@ class IngestPipeline:
             except DbIntegrityError:
                 # A concurrent job inserted the same instance (ours is a duplicate) or the same
                 # patient, study or series first (try again: it is found this time).
-                with self._sessions() as session:
-                    existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_uid))
-                    duplicate = _ids(existing) if existing is not None else None
+                duplicate = self._stored_ids(sop_uid)
                 if duplicate is not None:
                     self.abort(state)
                     state.result = _result("duplicate", duplicate, state, message="already stored", now=now)
@@ -272,29 +298,50 @@ class IngestPipeline:
         state.result = _result(status, ids, state, message=message, now=now, hooks=bool(self.object_hooks))
 
     def _index(self, session: Session, state: IngestState, now: Any) -> dict[str, str]:
+        """Add the object graph to ``session``; the caller's audit record flushes it, once.
+
+        Rows get their ids here rather than at flush time, so nothing needs an early flush;
+        patient, study and series are looked up in one round trip.
+        """
         deid = state.deid
         assert deid is not None
         ds = deid.dataset
-        patient = session.scalar(select(Patient).where(Patient.pseudonym == deid.pseudonym))
-        if patient is None:
-            patient = Patient(pseudonym=deid.pseudonym, sex=_text(ds, "PatientSex") or None, created_at=now)
-            session.add(patient)
-            self._vault(session, "patient", deid.pseudonym, _identity_json(deid), now)
-        study_uid = str(ds.StudyInstanceUID)
-        study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+        study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
         modality = _text(ds, "Modality").upper() or "OT"
-        if study is None:
-            study = Study(
-                patient=patient,
-                study_uid=study_uid,
-                study_date=_date(_text(ds, "StudyDate")),
-                accession_pseudonym=deid.identity.pseudonymised_accession or None,
-                description=_text(ds, "StudyDescription")[:128] or None,
-                modalities=modality,
-                created_at=now,
-                updated_at=now,
+        patient_id, study_id, modalities, series_id = session.execute(
+            select(
+                select(Patient.id).where(Patient.pseudonym == deid.pseudonym).scalar_subquery(),
+                select(Study.id).where(Study.study_uid == study_uid).scalar_subquery(),
+                select(Study.modalities).where(Study.study_uid == study_uid).scalar_subquery(),
+                select(Series.id).where(Series.series_uid == series_uid).scalar_subquery(),
             )
-            session.add(study)
+        ).one()
+        if patient_id is None:
+            patient_id = new_id()
+            session.add(
+                Patient(
+                    id=patient_id,
+                    pseudonym=deid.pseudonym,
+                    sex=_text(ds, "PatientSex") or None,
+                    created_at=now,
+                )
+            )
+            self._vault(session, "patient", deid.pseudonym, _identity_json(deid), now)
+        if study_id is None:
+            study_id = new_id()
+            session.add(
+                Study(
+                    id=study_id,
+                    patient_id=patient_id,
+                    study_uid=study_uid,
+                    study_date=_date(_text(ds, "StudyDate")),
+                    accession_pseudonym=deid.identity.pseudonymised_accession or None,
+                    description=_text(ds, "StudyDescription")[:128] or None,
+                    modalities=modality,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
             if deid.identity.pseudonymised_accession and deid.identity.accession_number:
                 self._vault(
                     session,
@@ -303,24 +350,28 @@ class IngestPipeline:
                     json.dumps({"accession_number": deid.identity.accession_number}),
                     now,
                 )
-        elif modality not in study.modalities.split(","):
-            study.modalities = ",".join(sorted({*study.modalities.split(","), modality} - {""}))[:128]
-            study.updated_at = now
-        series_uid = str(ds.SeriesInstanceUID)
-        series = session.scalar(select(Series).where(Series.series_uid == series_uid))
-        if series is None:
-            series = Series(
-                study=study,
-                series_uid=series_uid,
-                modality=modality,
-                body_part=_text(ds, "BodyPartExamined")[:64] or None,
-                description=_text(ds, "SeriesDescription")[:128] or None,
-                series_number=_int(ds, "SeriesNumber"),
-                created_at=now,
+        elif modality not in modalities.split(","):
+            merged = ",".join(sorted({*modalities.split(","), modality} - {""}))[:128]
+            session.execute(
+                update(Study).where(Study.id == study_id).values(modalities=merged, updated_at=now)
             )
-            session.add(series)
+        if series_id is None:
+            series_id = new_id()
+            session.add(
+                Series(
+                    id=series_id,
+                    study_id=study_id,
+                    series_uid=series_uid,
+                    modality=modality,
+                    body_part=_text(ds, "BodyPartExamined")[:64] or None,
+                    description=_text(ds, "SeriesDescription")[:128] or None,
+                    series_number=_int(ds, "SeriesNumber"),
+                    created_at=now,
+                )
+            )
         instance = Instance(
-            series=series,
+            id=new_id(),
+            series_id=series_id,
             sop_instance_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
             instance_number=_int(ds, "InstanceNumber"),
@@ -333,7 +384,7 @@ class IngestPipeline:
             created_at=now,
         )
         session.add(instance)
-        session.flush()
+        stored_objects = []
         for planned in state.objects:
             stored = StoredObject(
                 id=planned.object_id,
@@ -350,14 +401,36 @@ class IngestPipeline:
                 created_at=now,
             )
             session.add(stored)
-            session.flush()
-            for hook in self.object_hooks:
-                hook(session, stored)
+            stored_objects.append(stored)
+        if self.object_hooks:
+            session.flush()  # hooks see the rows in the database; one flush for all of them
+            for stored in stored_objects:
+                for hook in self.object_hooks:
+                    hook(session, stored)
         return {
             "image_id": instance.id,
-            "series_id": series.id,
-            "study_id": study.id,
-            "patient_pseudonym": patient.pseudonym,
+            "series_id": series_id,
+            "study_id": study_id,
+            "patient_pseudonym": deid.pseudonym,
+        }
+
+    def _stored_ids(self, sop_instance_uid: str) -> dict[str, str] | None:
+        """The ids of the instance already indexed under this SOP Instance UID, if any."""
+        with self._sessions() as session:
+            found = session.execute(
+                select(Instance.id, Instance.series_id, Series.study_id, Patient.pseudonym)
+                .join(Series, Instance.series_id == Series.id)
+                .join(Study, Series.study_id == Study.id)
+                .join(Patient, Study.patient_id == Patient.id)
+                .where(Instance.sop_instance_uid == sop_instance_uid)
+            ).first()
+        if found is None:
+            return None
+        return {
+            "image_id": found[0],
+            "series_id": found[1],
+            "study_id": found[2],
+            "patient_pseudonym": found[3],
         }
 
     def _vault(self, session: Session, kind: str, pseudonym: str, plaintext: str, now: Any) -> None:
@@ -425,15 +498,6 @@ def _identity_json(deid: DeidResult) -> str:
         },
         sort_keys=True,
     )
-
-
-def _ids(instance: Instance) -> dict[str, str]:
-    return {
-        "image_id": instance.id,
-        "series_id": instance.series_id,
-        "study_id": instance.series.study_id,
-        "patient_pseudonym": instance.series.study.patient.pseudonym,
-    }
 
 
 def _result(

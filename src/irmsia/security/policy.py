@@ -36,6 +36,7 @@ class Permission(StrEnum):
     READ_AUDIT = "audit:read"
     READ_LEDGER = "ledger:read"
     VERIFY_LEDGER = "ledger:verify"
+    ANCHOR_LEDGER = "ledger:anchor"  # publish a checkpoint to external ledgers now
     READ_SYSTEM = "system:read"  # dashboards: storage, key and job status, metrics
 
 

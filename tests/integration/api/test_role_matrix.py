@@ -24,6 +24,7 @@ ROLES = ("admin", "radiologist", "clinician", "uploader", "auditor")
 READERS = frozenset({"admin", "radiologist", "clinician"})
 UPLOADERS = frozenset({"admin", "radiologist", "uploader"})
 ADMIN = frozenset({"admin"})
+LEDGER_READERS = frozenset({"admin", "auditor"})
 ANON = "anonymous"
 EVERYONE = frozenset({*ROLES, ANON})
 AUTHENTICATED = frozenset(ROLES)
@@ -129,7 +130,39 @@ MATRIX: list[Entry] = [
     Entry("POST", "/api/v1/quarantine/{image_id}/release", ADMIN),
     Entry("GET", "/api/v1/keys", ADMIN),
     Entry("POST", "/api/v1/keys/rotate", ADMIN),
+    Entry("GET", "/api/v1/ledger/public-key", EVERYONE),
+    Entry("GET", "/api/v1/ledger/checkpoint", LEDGER_READERS),
+    Entry("GET", "/api/v1/ledger/checkpoints", LEDGER_READERS),
+    Entry(
+        "GET", "/api/v1/ledger/proof/inclusion", LEDGER_READERS, lambda world, who: {"params": {"index": 0}}
+    ),
+    Entry(
+        "GET", "/api/v1/ledger/proof/consistency", LEDGER_READERS, lambda world, who: {"params": {"first": 1}}
+    ),
+    Entry("GET", "/api/v1/ledger/receipts/{object_id}", LEDGER_READERS),
+    Entry("GET", "/api/v1/ledger/anchors", LEDGER_READERS),
+    Entry("POST", "/api/v1/ledger/anchors", ADMIN),
+    Entry("POST", "/api/v1/ledger/verify", LEDGER_READERS, lambda world, who: {"json": {}}),
+    Entry("GET", "/api/v1/ledger/verification", LEDGER_READERS),
+    Entry("GET", "/api/v1/blockchain/images/{image_id}/hash", LEDGER_READERS),
+    Entry("GET", "/api/v1/blockchain/images/{image_id}/access-logs", LEDGER_READERS),
 ]
+
+
+def _dicom_object_id(container: Container, image_id: str) -> str:
+    from sqlalchemy import select
+
+    from irmsia.db.imaging import StoredObject
+
+    with container.sessions() as session:
+        return str(
+            session.scalar(
+                select(StoredObject.id).where(
+                    StoredObject.instance_id == image_id, StoredObject.kind == "dicom"
+                )
+            )
+        )
+
 
 # Framework pages that carry no data.
 PUBLIC_DOCS = {
@@ -181,6 +214,7 @@ def test_every_role_gets_exactly_what_the_policy_allows(
         "frame": "0",
         "kind": "patient",
         "pseudonym": result["patient_pseudonym"],
+        "object_id": _dicom_object_id(container, result["image_id"]),
     }
     world = World(client=client, accounts=accounts, target_id=ids["user_id"], ids=ids)
     for who in (*ROLES, ANON):

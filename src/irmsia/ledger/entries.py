@@ -1,0 +1,97 @@
+"""Canonical ledger entries: the exact bytes hashed into the log, and how to read them back.
+
+An entry is sorted-key, compact, UTF-8 JSON (``irmsia.db.models.canonical_json``) with a
+``type`` field. Two types exist:
+
+``object``  the registration of one encrypted blob, written when its ``StoredObject`` row is::
+
+    {"type": "object", "object_id": "…", "instance_id": "…", "kind": "dicom", "frame": 0,
+     "sha256": "<hex of the encrypted blob>", "size": 1234, "key_id": "…",
+     "time": "2026-03-01T09:00:00Z"}
+
+``audit``   one audit record, ``AuditEvent.canonical_bytes()`` (opaque ids, action, outcome).
+
+Neither carries patient data: ids are random opaque strings, the digest is of ciphertext.
+Everything here is pure: no session, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from irmsia.db.imaging import StoredObject
+from irmsia.db.models import AuditEvent, canonical_json
+from irmsia.errors import InvalidRequest
+
+OBJECT = "object"
+AUDIT = "audit"
+OTHER = "other"
+
+
+def _utc_text(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise InvalidRequest("entry time must be timezone-aware")
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def object_entry(obj: StoredObject) -> bytes:
+    """The canonical registration entry of a stored object; its id and time must be set."""
+    if not obj.id or obj.created_at is None:
+        raise InvalidRequest("a stored object needs its id and creation time before it is logged")
+    return canonical_json(
+        {
+            "type": OBJECT,
+            "object_id": obj.id,
+            "instance_id": obj.instance_id,
+            "kind": obj.kind,
+            "frame": obj.frame or 0,
+            "sha256": obj.sha256,
+            "size": obj.size,
+            "key_id": obj.key_id,
+            "time": _utc_text(obj.created_at),
+        }
+    )
+
+
+def audit_entry(event: AuditEvent) -> bytes:
+    """The canonical entry of an audit record (its own canonical serialisation)."""
+    return event.canonical_bytes()
+
+
+@dataclass(frozen=True)
+class EntryIndex:
+    """What a log row repeats from its entry so it can be found: type, own id, subject id."""
+
+    kind: str
+    ref_id: str | None
+    subject_id: str | None
+
+
+def parse_entry(entry: bytes) -> dict[str, Any] | None:
+    """The entry as a JSON object, or None when it is not one (foreign or damaged bytes)."""
+    try:
+        value = json.loads(entry)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def index_of(entry: bytes) -> EntryIndex:
+    """The lookup fields of an entry: for objects the object and image ids, for audit records
+    the event id and the resource id; ``other`` with no ids for anything else."""
+    value = parse_entry(entry)
+    if value is None:
+        return EntryIndex(OTHER, None, None)
+    kind = value.get("type")
+    if kind == OBJECT:
+        return EntryIndex(OBJECT, _text(value.get("object_id")), _text(value.get("instance_id")))
+    if kind == AUDIT:
+        return EntryIndex(AUDIT, _text(value.get("id")), _text(value.get("resource_id")))
+    return EntryIndex(OTHER, None, None)
+
+
+def _text(value: Any) -> str | None:
+    return value[:128] if isinstance(value, str) else None
