@@ -78,6 +78,10 @@ def _init_worker(settings_env: dict[str, str]) -> None:
     _WORKER_RUNNER = build_container(load_settings(settings_env), upgrade=False, executor="inline").runner
 
 
+def _ready() -> None:
+    """A no-op task: submitting one per worker makes the pool start them all now."""
+
+
 def _run_in_worker(job_id: str) -> Outcome:
     assert _WORKER_RUNNER is not None, "worker not initialised"
     return run_to_completion(_WORKER_RUNNER, job_id)
@@ -91,6 +95,10 @@ class ProcessExecutor:
         self._pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(settings_env,)
         )
+        # Warm up in the background: a worker starts (imports, builds its container) when the
+        # pool first needs it, which would otherwise delay the first jobs by seconds.
+        for _ in range(workers):
+            self._pool.submit(_ready)
 
     def submit(self, job_id: str) -> Future[Outcome]:
         return self._pool.submit(_run_in_worker, job_id)

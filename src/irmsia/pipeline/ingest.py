@@ -42,12 +42,14 @@ from irmsia.domain.deid import (
 from irmsia.domain.png import encode_png
 from irmsia.domain.render import RenderOptions, render_frames, thumbnail
 from irmsia.domain.validation import ValidatedObject, ValidationPolicy, parse_and_validate
-from irmsia.errors import BurnedInAnnotationRejected, DeidentificationError, InvalidDicom
+from irmsia.errors import BurnedInAnnotationRejected, DeidentificationError, InvalidDicom, IrmsiaError
+from irmsia.security.policy import SYSTEM
 from irmsia.storage.base import BlobStore
 from irmsia.usecases.audit import AuditLog
 from irmsia.usecases.context import RequestContext
 
 ObjectHook = Callable[[Session, StoredObject], object]
+Analyzer = Callable[[RequestContext, str, Dataset], object]
 
 DICOM_MEDIA_TYPE = "application/dicom"
 INDEX_ATTEMPTS = 3
@@ -121,6 +123,8 @@ class IngestPipeline:
         self._clock = clock
         self._audit = audit
         self.object_hooks = list(object_hooks)
+        # Set when AI_AUTO_ANALYZE is on: (context, image id, de-identified dataset) -> stored result.
+        self.analyzer: Analyzer | None = None
         self._writes: ThreadPoolExecutor | None = None
 
     # --- Pipeline protocol -------------------------------------------------------------
@@ -132,6 +136,7 @@ class IngestPipeline:
             ("render", self.render),
             ("store", self.store),
             ("index", self.index),
+            ("analyze", self.analyze),
         )
 
     def start(self, job_id: str, options: Mapping[str, Any], payload: bytes) -> IngestState:
@@ -182,7 +187,11 @@ class IngestPipeline:
         state.quarantined = decision is BurnedInDecision.QUARANTINE
         state.deid = self._deid.deidentify(source, pixels_cleaned=masked)
         state.validated = None  # drop the identifying dataset as soon as possible
-        state.duplicate_of = self._stored_ids(str(state.deid.dataset.SOPInstanceUID))
+        sop_uid = str(state.deid.dataset.SOPInstanceUID)
+        with self._sessions() as session:
+            # The common answer is "not stored": ask only that; the joins run for duplicates.
+            known = session.scalar(select(Instance.id).where(Instance.sop_instance_uid == sop_uid))
+        state.duplicate_of = self._stored_ids(sop_uid) if known is not None else None
 
     def serialize(self, state: IngestState) -> None:
         """The de-identified object as DICOM Part 10 (its own step, so that timings show it)."""
@@ -296,6 +305,17 @@ class IngestPipeline:
         status = "quarantined" if state.quarantined else "stored"
         message = "quarantined for review: possible burned-in text" if state.quarantined else "stored"
         state.result = _result(status, ids, state, message=message, now=now, hooks=bool(self.object_hooks))
+
+    def analyze(self, state: IngestState) -> None:
+        """Optional AI analysis of a newly stored image; its failure never fails the ingest."""
+        if self.analyzer is None or state.deid is None or state.result.get("status") != "stored":
+            return
+        ctx = RequestContext(principal=SYSTEM, request_id=state.job_id)
+        try:
+            self.analyzer(ctx, state.result["image_id"], state.deid.dataset)
+            state.result["analysis"] = "done"
+        except IrmsiaError as exc:  # e.g. a non-image object: recorded, the image stays stored
+            state.result["analysis"] = exc.reason if isinstance(exc, InvalidDicom) else exc.code
 
     def _index(self, session: Session, state: IngestState, now: Any) -> dict[str, str]:
         """Add the object graph to ``session``; the caller's audit record flushes it, once.

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from irmsia.clock import Clock
@@ -102,7 +102,7 @@ class JobRunner:
             if state is not None:
                 pipeline.abort(state)
             return self._finish_failed(job_id, failure, timings)
-        return self._finish_ok(job_id, pipeline.result(state), timings)
+        return self._finish_ok(job_id, pipeline.result(state), timings, spool[0])
 
     def outcome(self, job_id: str) -> Outcome:
         with self._sessions() as session:
@@ -142,36 +142,63 @@ class JobRunner:
 
     # --- internals ---------------------------------------------------------------------
     def _claim(self, job_id: str) -> tuple[str, dict[str, Any], tuple[str, str, bytes]] | None:
-        with transaction(self._sessions) as session:
-            job = session.get(Job, job_id, with_for_update=True)
-            if job is None:
-                raise NotFound("no such job")
-            if job.state != JobState.PENDING.value:
-                return None
-            if not (job.spool_key and job.spool_key_id and job.spool_wrapped_key):
-                raise NotFound("job has no input")
-            job.state, job.attempt, job.started_at = JobState.RUNNING.value, job.attempt + 1, self._clock()
-            return (
-                job.kind,
-                json.loads(job.options or "{}"),
-                (job.spool_key, job.spool_key_id, job.spool_wrapped_key),
+        # One conditional UPDATE … RETURNING: atomic on every backend, one round trip.
+        claim = (
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.state == JobState.PENDING.value,
+                # NULL compares as unknown, so these also refuse missing values.
+                Job.spool_key != "",
+                Job.spool_key_id != "",
+                Job.spool_wrapped_key != b"",
             )
+            .values(state=JobState.RUNNING.value, attempt=Job.attempt + 1, started_at=self._clock())
+            .returning(Job.kind, Job.options, Job.spool_key, Job.spool_key_id, Job.spool_wrapped_key)
+            .execution_options(synchronize_session=False)
+        )
+        with transaction(self._sessions) as session:
+            row = session.execute(claim).first()
+            if row is None:
+                # Not claimed: say why (rare, so the extra query costs nothing in the common case).
+                job = session.get(Job, job_id)
+                if job is None:
+                    raise NotFound("no such job")
+                if job.state != JobState.PENDING.value:
+                    return None
+                raise NotFound("job has no input")
+        kind, options, spool_key, spool_key_id, spool_wrapped_key = row
+        assert spool_key and spool_key_id and spool_wrapped_key  # the WHERE clause saw to it
+        return kind, json.loads(options or "{}"), (spool_key, spool_key_id, spool_wrapped_key)
 
     def _read_spool(self, job_id: str, spool: tuple[str, str, bytes]) -> bytes:
         key, key_id, wrapped = spool
         return self._cipher.decrypt(f"spool:{job_id}", self._blobs.get(key), WrappedKey(key_id, wrapped))
 
-    def _finish_ok(self, job_id: str, result: dict[str, Any], timings: dict[str, float]) -> Outcome:
+    def _finish_ok(
+        self, job_id: str, result: dict[str, Any], timings: dict[str, float], spool_key: str
+    ) -> Outcome:
+        """Record success in one UPDATE (the claim read the spool key), then delete the spool."""
+        done = (
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                state=JobState.SUCCEEDED.value,
+                step=None,
+                finished_at=self._clock(),
+                result=json.dumps(result, sort_keys=True),
+                timings=json.dumps(timings),
+                error_code=None,
+                error_detail=None,
+                spool_key=None,
+                spool_key_id=None,
+                spool_wrapped_key=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
         with transaction(self._sessions) as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            job.state, job.step, job.finished_at = JobState.SUCCEEDED.value, None, self._clock()
-            job.result, job.timings = json.dumps(result, sort_keys=True), json.dumps(timings)
-            job.error_code = job.error_detail = None
-            spool_key = job.spool_key
-            job.spool_key = job.spool_key_id = job.spool_wrapped_key = None
-        if spool_key:
-            self._blobs.delete(spool_key)
+            session.execute(done)
+        self._blobs.delete(spool_key)
         return Outcome(job_id, JobState.SUCCEEDED, result)
 
     def _finish_failed(self, job_id: str, failure: Failure, timings: dict[str, float]) -> Outcome:
