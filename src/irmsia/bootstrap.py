@@ -29,6 +29,7 @@ from irmsia.usecases.auth import Authenticator, ThrottlePolicy
 from irmsia.usecases.users import Accounts
 
 if TYPE_CHECKING:
+    from irmsia.ai.factory import AIConfig
     from irmsia.crypto.keys import KeyProvider
     from irmsia.domain.deid import DeidOptions
     from irmsia.ledger.anchors import Anchor
@@ -36,8 +37,10 @@ if TYPE_CHECKING:
     from irmsia.pipeline.ingest import IngestConfig, IngestPipeline
     from irmsia.pipeline.runner import JobRunner
     from irmsia.storage.base import BlobStore
+    from irmsia.usecases.analyze import Analyze
     from irmsia.usecases.ingest import Ingest
     from irmsia.usecases.keys import Keys
+    from irmsia.usecases.reports import Reports
     from irmsia.usecases.retrieve import Retrieve
     from irmsia.usecases.search import Search
 
@@ -68,6 +71,8 @@ class Container:
     retrieve: Retrieve
     key_admin: Keys
     ledger: LedgerServices
+    analyze: Analyze
+    reports: Reports
     closers: list[Any] = field(default_factory=list)
 
     def resume_jobs(self) -> int:
@@ -153,6 +158,32 @@ def build_anchors(settings: Settings) -> list[Anchor]:
         else:
             anchors.append(create_anchor(kind))
     return anchors
+
+
+def build_ai_config(settings: Settings) -> AIConfig:
+    """The AI layer's configuration from the AI_* settings."""
+    from irmsia.ai.factory import AIConfig
+
+    return AIConfig(
+        provider=settings.AI_PROVIDER,
+        routes=settings.AI_ROUTES,
+        timeout=settings.AI_TIMEOUT_SECONDS,
+        retries=settings.AI_MAX_RETRIES,
+        retry_backoff=settings.AI_RETRY_BACKOFF_SECONDS,
+        workers=settings.AI_WORKERS,
+        device=settings.AI_DEVICE,
+        weights_dir=settings.WEIGHTS_DIR,
+        onnx_model_card=settings.AI_ONNX_MODEL_CARD,
+        onnx_threads=settings.AI_ONNX_THREADS,
+        onnx_spinning=settings.AI_ONNX_SPINNING,
+        xrv_weights=settings.AI_XRV_WEIGHTS,
+        torch_threads=settings.AI_TORCH_THREADS,
+        huggingface_model=settings.HUGGINGFACE_MODEL,
+        openai_api_key=settings.OPENAI_API_KEY,
+        openai_model=settings.OPENAI_MODEL,
+        openai_base_url=settings.OPENAI_BASE_URL,
+        report_writer=settings.AI_REPORT_WRITER,
+    )
 
 
 def build_deid_options(settings: Settings) -> DeidOptions:
@@ -266,7 +297,7 @@ def build_container(
         config=build_ingest_config(settings),
         clock=clock,
         audit=audit,
-        object_hooks=[ledger.ledger.register_object],
+        object_hooks=[ledger.ledger.register_objects],
     )
     runner = JobRunner(sessions, blobs, cipher, clock, [pipeline])
     kind = executor or settings.INGEST_EXECUTOR
@@ -287,6 +318,18 @@ def build_container(
         audit=audit,
         max_object_bytes=settings.MAX_OBJECT_BYTES,
     )
+    from irmsia.ai.factory import build_runner
+    from irmsia.usecases.analyze import Analyze
+    from irmsia.usecases.reports import Reports
+
+    retrieve = Retrieve(sessions=sessions, blobs=blobs, cipher=cipher, audit=audit, clock=clock)
+    ai_runner = build_runner(build_ai_config(settings), clock=clock)
+    closers.insert(0, ai_runner.close)  # closed last: pipeline workers may still analyse
+    analyze = Analyze(
+        sessions=sessions, runner=ai_runner, retrieve=retrieve, ledger=ledger.ledger, audit=audit, clock=clock
+    )
+    if settings.AI_AUTO_ANALYZE:
+        pipeline.analyzer = analyze.analyze_dataset
     return Container(
         settings=settings,
         engine=engine,
@@ -303,8 +346,17 @@ def build_container(
         executor=pool,
         ingest=ingest,
         search=Search(sessions=sessions, audit=audit),
-        retrieve=Retrieve(sessions=sessions, blobs=blobs, cipher=cipher, audit=audit, clock=clock),
+        retrieve=retrieve,
         key_admin=Keys(sessions=sessions, provider=keys, cipher=cipher, audit=audit),
         ledger=ledger,
+        analyze=analyze,
+        reports=Reports(
+            sessions=sessions,
+            analyze=analyze,
+            retrieve=retrieve,
+            ledger=ledger.ledger,
+            audit=audit,
+            clock=clock,
+        ),
         closers=closers,
     )

@@ -157,6 +157,38 @@ class Settings(BaseSettings):
     OPENAI_BASE_URL: str = Field("https://api.openai.com/v1", description="OpenAI-compatible base URL")
     HUGGINGFACE_MODEL: str = Field("", description="local Hugging Face model directory")
     WEIGHTS_DIR: Path | None = Field(None, description="local directory of model weights")
+    AI_AUTO_ANALYZE: bool = Field(
+        False, description="analyse every stored image as a pipeline step after ingest"
+    )
+    AI_ROUTES: str = Field(
+        "",
+        description='JSON list of routing rules, e.g. [{"modality": "CR", "body_part": "CHEST", "provider": "onnx"}]',
+    )
+    AI_TIMEOUT_SECONDS: float = Field(
+        60.0, gt=0, le=3600, description="time limit of one analysis, retries included"
+    )
+    AI_MAX_RETRIES: int = Field(2, ge=0, le=10, description="extra attempts for remote providers")
+    AI_RETRY_BACKOFF_SECONDS: float = Field(
+        0.5, ge=0, le=60, description="first retry delay, doubled each time"
+    )
+    AI_WORKERS: int = Field(2, ge=1, le=64, description="threads running provider calls")
+    AI_DEVICE: Literal["cpu", "cuda"] = Field("cpu", description="device for PyTorch providers")
+    AI_ONNX_MODEL_CARD: Path | None = Field(
+        None, description="model card of the onnx provider (relative: WEIGHTS_DIR)"
+    )
+    AI_ONNX_THREADS: int = Field(
+        0, ge=0, le=256, description="ONNX Runtime intra-op threads (0: its default)"
+    )
+    AI_ONNX_SPINNING: bool = Field(
+        True, description="ONNX Runtime thread spinning (turn off beside other work)"
+    )
+    AI_XRV_WEIGHTS: str = Field(
+        "densenet121-res224-all", description="torchxrayvision weights file WEIGHTS_DIR/<name>.pt"
+    )
+    AI_TORCH_THREADS: int = Field(0, ge=0, le=256, description="PyTorch threads (0: its default)")
+    AI_REPORT_WRITER: Literal["", "mock", "openai"] = Field(
+        "", description="language model that writes the narrative from a vision result (vision + LLM chain)"
+    )
 
     # --- ledger ------------------------------------------------------------------
     BLOCKCHAIN_TYPE: str = Field("mock", description="checkpoint anchors: comma list of mock, ipfs, fabric")

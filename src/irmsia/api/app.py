@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from irmsia import __version__
 from irmsia.api import errors
 from irmsia.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from irmsia.api.routers import API_PREFIX, admin, audit, auth, dicom, health, images, ledger, users
+from irmsia.api.routers import API_PREFIX, admin, ai, audit, auth, dicom, health, images, ledger, users
 from irmsia.bootstrap import Container, build_container
 from irmsia.config import Settings, load_settings
 from irmsia.usecases.ledger import make_scheduler
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         dicom.router,
         images.router,
         admin.router,
+        ai.router,
         ledger.router,
         ledger.blockchain_router,
     ):

@@ -22,17 +22,27 @@ from irmsia.errors import InvalidRequest, UnsupportedMediaType
 MAX_PARTS = 100_000
 
 
-async def _next_piece(stream: AsyncIterator[bytes]) -> bytes | None:
-    try:
-        return await stream.__anext__()
-    except StopAsyncIteration:
-        return None
+BATCH_BYTES = 1 << 20
+
+
+async def _next_batch(stream: AsyncIterator[bytes]) -> bytes | None:
+    """Up to about 1 MiB of body: one thread hop per batch, not per small network chunk."""
+    pieces: list[bytes] = []
+    size = 0
+    while size < BATCH_BYTES:
+        try:
+            piece = await stream.__anext__()
+        except StopAsyncIteration:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    return b"".join(pieces) if pieces else None
 
 
 def body_pieces(stream: AsyncIterator[bytes]) -> Iterator[bytes]:
-    """Pull an async body stream from a worker thread."""
+    """Pull an async body stream from a worker thread, in batches of about 1 MiB."""
     while True:
-        piece = anyio.from_thread.run(_next_piece, stream)
+        piece = anyio.from_thread.run(_next_batch, stream)
         if piece is None:
             return
         if piece:

@@ -116,4 +116,4 @@ def canonical_json(value: Any) -> bytes:
 
 
 # Register the other tables on the same metadata (Alembic and tests see every table).
-from irmsia.db import imaging, jobs, ledger  # noqa: E402, F401
+from irmsia.db import analysis, imaging, jobs, ledger  # noqa: E402, F401

@@ -11,6 +11,10 @@ An entry is sorted-key, compact, UTF-8 JSON (``irmsia.db.models.canonical_json``
 
 ``audit``   one audit record, ``AuditEvent.canonical_bytes()`` (opaque ids, action, outcome).
 
+``analysis`` the SHA-256 of one AI result's canonical JSON, with the result and image ids.
+
+``report``  the SHA-256 of what a radiologist signed for a study (the sign-off's canonical JSON).
+
 Neither carries patient data: ids are random opaque strings, the digest is of ciphertext.
 Everything here is pure: no session, no clock.
 """
@@ -28,6 +32,8 @@ from irmsia.errors import InvalidRequest
 
 OBJECT = "object"
 AUDIT = "audit"
+ANALYSIS = "analysis"
+REPORT = "report"
 OTHER = "other"
 
 
@@ -53,6 +59,15 @@ def object_entry(obj: StoredObject) -> bytes:
             "key_id": obj.key_id,
             "time": _utc_text(obj.created_at),
         }
+    )
+
+
+def digest_entry(kind: str, ref_id: str, subject_id: str, sha256: str, time: datetime) -> bytes:
+    """A registration of a digest: an AI result (``analysis``) or a signed report (``report``)."""
+    if kind not in (ANALYSIS, REPORT):
+        raise InvalidRequest("digest entries are analysis or report entries")
+    return canonical_json(
+        {"type": kind, "id": ref_id, "subject_id": subject_id, "sha256": sha256, "time": _utc_text(time)}
     )
 
 
@@ -90,6 +105,8 @@ def index_of(entry: bytes) -> EntryIndex:
         return EntryIndex(OBJECT, _text(value.get("object_id")), _text(value.get("instance_id")))
     if kind == AUDIT:
         return EntryIndex(AUDIT, _text(value.get("id")), _text(value.get("resource_id")))
+    if kind in (ANALYSIS, REPORT):
+        return EntryIndex(str(kind), _text(value.get("id")), _text(value.get("subject_id")))
     return EntryIndex(OTHER, None, None)
 
 

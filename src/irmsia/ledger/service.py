@@ -137,6 +137,13 @@ class Ledger:
             session.flush()  # assigns the id default
         return self.append(session, entries.object_entry(obj))
 
+    def register_objects(self, session: Session, objects: Sequence[StoredObject]) -> int:
+        """Log several stored objects' registrations with one append (ingest logs a job's objects
+        together); returns the first leaf index. Same session and transaction as the rows."""
+        if any(obj.id is None or obj.created_at is None for obj in objects):
+            session.flush()
+        return self.append_many(session, [entries.object_entry(obj) for obj in objects])
+
     def on_audit(self, session: Session, event: AuditEvent) -> None:
         """``AuditHook``: log each audit record in the transaction that writes it."""
         self.append(session, entries.audit_entry(event))

@@ -48,7 +48,7 @@ from irmsia.storage.base import BlobStore
 from irmsia.usecases.audit import AuditLog
 from irmsia.usecases.context import RequestContext
 
-ObjectHook = Callable[[Session, StoredObject], object]
+ObjectHook = Callable[[Session, Sequence[StoredObject]], object]  # all objects of one job at once
 Analyzer = Callable[[RequestContext, str, Dataset], object]
 
 DICOM_MEDIA_TYPE = "application/dicom"
@@ -424,9 +424,8 @@ class IngestPipeline:
             stored_objects.append(stored)
         if self.object_hooks:
             session.flush()  # hooks see the rows in the database; one flush for all of them
-            for stored in stored_objects:
-                for hook in self.object_hooks:
-                    hook(session, stored)
+            for hook in self.object_hooks:
+                hook(session, stored_objects)
         return {
             "image_id": instance.id,
             "series_id": series_id,
