@@ -14,7 +14,6 @@ provenance); ``irmsia.ai.factory.build_runner`` builds one from plain configurat
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from irmsia.ai.base import (
@@ -28,7 +27,8 @@ from irmsia.ai.base import (
     ReportWriter,
 )
 from irmsia.ai.schema import DISCLAIMER, AnalysisResult, Finding, Provenance, ResultError, Severity
-from irmsia.errors import ConfigError, ProviderUnavailable
+from irmsia.errors import ProviderUnavailable
+from irmsia.plugins import load_plugin
 
 PROVIDERS: dict[str, str] = {
     "mock": "irmsia.ai.mock:MockProvider",
@@ -50,16 +50,11 @@ def create_provider(name: str, **params: Any) -> Provider:
     Raises ``ConfigError`` for an unknown name and ``ProviderUnavailable`` when its library or
     model files are missing.
     """
-    target = PROVIDERS.get(name)
-    if target is None:
-        raise ConfigError(f"unknown AI provider {name!r}; choose one of {', '.join(sorted(PROVIDERS))}")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = EXTRAS.get(name, "ai")
-        raise ProviderUnavailable(f"install irmsia[{extra}] for the {name} provider") from exc
-    provider: Provider = getattr(module, class_name)(**params)
+
+    def missing(_exc: ImportError) -> ProviderUnavailable:
+        return ProviderUnavailable(f"install irmsia[{EXTRAS.get(name, 'ai')}] for the {name} provider")
+
+    provider: Provider = load_plugin(PROVIDERS, name, "AI provider", missing=missing)(**params)
     return provider
 
 

@@ -12,12 +12,11 @@ the backend module only when asked, like ``irmsia.storage.create_blob_store``.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from irmsia.crypto.envelope import EnvelopeCipher, Sealed, SealedStream
 from irmsia.crypto.keys import KeyProvider, LocalKeyProvider, WrappedKey
-from irmsia.errors import ConfigError
+from irmsia.plugins import load_plugin
 
 KEY_PROVIDERS: dict[str, str] = {
     "local": "irmsia.crypto.keys:LocalKeyProvider",
@@ -31,17 +30,7 @@ def create_key_provider(kind: str, **params: Any) -> KeyProvider:
 
     Raises ``ConfigError`` for an unknown kind or a provider whose library is missing.
     """
-    target = KEY_PROVIDERS.get(kind)
-    if target is None:
-        raise ConfigError(f"unknown key provider {kind!r}; choose one of {', '.join(sorted(KEY_PROVIDERS))}")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"key provider {kind!r} is not installed ({exc.name or 'a dependency'} missing)"
-        ) from exc
-    provider: KeyProvider = getattr(module, class_name)(**params)
+    provider: KeyProvider = load_plugin(KEY_PROVIDERS, kind, "key provider")(**params)
     return provider
 
 

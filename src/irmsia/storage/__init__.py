@@ -10,10 +10,9 @@ for them, so an optional library that is not installed (boto3 for ``s3``) never 
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from irmsia.errors import ConfigError
+from irmsia.plugins import load_plugin
 from irmsia.storage.base import (
     DEFAULT_CHUNK_SIZE,
     BlobReader,
@@ -37,17 +36,7 @@ def create_blob_store(kind: str, **params: Any) -> BlobStore:
 
     Raises ``ConfigError`` for an unknown kind or a backend whose library is missing.
     """
-    target = BACKENDS.get(kind)
-    if target is None:
-        raise ConfigError(f"unknown blob store {kind!r}; choose one of {', '.join(sorted(BACKENDS))}")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"blob store {kind!r} is not installed ({exc.name or 'a dependency'} missing)"
-        ) from exc
-    store: BlobStore = getattr(module, class_name)(**params)
+    store: BlobStore = load_plugin(BACKENDS, kind, "blob store")(**params)
     return store
 
 

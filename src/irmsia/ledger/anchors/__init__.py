@@ -12,11 +12,10 @@ cannot be built raises ``ConfigError`` saying why.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from irmsia.errors import ConfigError
 from irmsia.ledger.anchors.base import Anchor, AnchorReceipt
+from irmsia.plugins import load_plugin
 
 ANCHORS: dict[str, str] = {
     "mock": "irmsia.ledger.anchors.mock:MockAnchor",
@@ -31,15 +30,7 @@ def create_anchor(kind: str, **params: Any) -> Anchor:
 
     Raises ``ConfigError`` for an unknown or unavailable kind.
     """
-    target = ANCHORS.get(kind)
-    if target is None:
-        raise ConfigError(f"anchor {kind!r} is not available; choose from {', '.join(sorted(ANCHORS))}")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"anchor {kind!r} is not installed ({exc.name or 'a dependency'} missing)") from exc
-    anchor: Anchor = getattr(module, class_name)(**params)
+    anchor: Anchor = load_plugin(ANCHORS, kind, "anchor")(**params)
     return anchor
 
 
