@@ -109,6 +109,17 @@ class Settings(BaseSettings):
     MAX_UPLOAD_BYTES: int = Field(2 << 30, ge=1024, description="largest accepted upload request")
     MAX_OBJECT_BYTES: int = Field(1 << 30, ge=1024, description="largest accepted single DICOM object")
 
+    # --- portal ------------------------------------------------------------------
+    PORTAL_COOKIE_SECURE: Literal["auto", "always", "never"] = Field(
+        "auto", description="Secure flag of portal cookies: auto = over https or with an https PUBLIC_URL"
+    )
+    PORTAL_SESSION_IDLE_MINUTES: int = Field(
+        30, ge=1, le=1440, description="portal sessions end after this long idle"
+    )
+    PORTAL_SESSION_MAX_HOURS: int = Field(
+        12, ge=1, le=720, description="portal sessions end this long after sign-in"
+    )
+
     # --- storage and keys --------------------------------------------------------
     STORAGE_BACKEND: Literal["filesystem", "s3"] = Field("filesystem", description="blob store")
     STORAGE_PATH: Path | None = Field(None, description="filesystem blob root (default <data dir>/blobs)")
@@ -326,6 +337,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
+        if self.is_production and self.PORTAL_COOKIE_SECURE == "never":
+            raise ValueError("PORTAL_COOKIE_SECURE=never is refused in production")
         if self.OIDC_ISSUER and not self.OIDC_AUDIENCE:
             raise ValueError("OIDC_AUDIENCE must be set when OIDC_ISSUER is set")
         if self.STORAGE_BACKEND == "s3" and not self.S3_BUCKET:

@@ -81,4 +81,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         ledger.blockchain_router,
     ):
         app.include_router(router)
+    from irmsia.portal.web import install as install_portal
+
+    install_portal(app)
     return app

@@ -1,0 +1,190 @@
+"""Sign in, sign out, the forced password change, and the landing redirect."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import RedirectResponse
+from starlette.responses import Response
+
+from irmsia.errors import AuthenticationFailed, InvalidRequest, TooManyAttempts
+from irmsia.portal.deps import anonymous_ctx, csrf_form, current_session, page_ctx, same_site
+from irmsia.portal.error_pages import PortalRoute
+from irmsia.portal.forms import safe_next
+from irmsia.portal.pages import NAV, render
+from irmsia.portal.runtime import portal_of
+from irmsia.portal.sessions import LOGIN_COOKIE, SESSION_COOKIE, PortalSession, new_nonce, tokens_match
+from irmsia.usecases.context import RequestContext
+
+router = APIRouter(route_class=PortalRoute, include_in_schema=False)
+
+HOME = "/portal/"
+COOKIE_PATH = "/portal"
+LOGIN_COOKIE_MAX_AGE = 3600
+SHORT_FIELD = 256
+PASSWORD_FIELD = 1024
+
+
+@router.get("/", name="portal.root")
+def root() -> Response:
+    return RedirectResponse(HOME, status_code=307)
+
+
+@router.get("/portal/", name="portal.home")
+def home(request: Request, ctx: RequestContext = Depends(page_ctx)) -> Response:
+    """Send the caller to the first section their role offers (or to the login page)."""
+    principal = ctx.principal
+    if principal is None:
+        return RedirectResponse("/portal/login", status_code=303)
+    if principal.password_change_required:
+        return RedirectResponse("/portal/password", status_code=303)
+    for item in NAV:
+        if principal.can(item.permission):
+            return RedirectResponse(request.app.url_path_for(item.route), status_code=303)
+    return render(request, "home.html", {"title": "Welcome"})
+
+
+def _login_form(
+    request: Request,
+    *,
+    next_path: str,
+    error: str | None = None,
+    notice: str | None = None,
+    status: int = 200,
+) -> Response:
+    nonce = new_nonce()
+    response = render(
+        request,
+        "login.html",
+        {"title": "Sign in", "next": next_path, "error": error, "notice": notice},
+        status=status,
+        csrf_token=nonce,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=LOGIN_COOKIE_MAX_AGE,
+        path="/portal/login",
+        httponly=True,
+        samesite="strict",
+        secure=portal_of(request).secure_cookies(request),
+    )
+    return response
+
+
+@router.get("/portal/login", name="portal.login")
+def login_page(
+    request: Request,
+    next_path: Annotated[str | None, Query(alias="next", max_length=2048)] = None,
+    signed_out: str | None = None,
+    ctx: RequestContext = Depends(page_ctx),
+) -> Response:
+    if ctx.principal is not None:
+        return RedirectResponse(safe_next(next_path, HOME), status_code=303)
+    notice = "You have signed out." if signed_out else None
+    return _login_form(request, next_path=safe_next(next_path, ""), notice=notice)
+
+
+@router.post("/portal/login", name="portal.login_submit")
+def login(
+    request: Request,
+    username: Annotated[str, Form(max_length=SHORT_FIELD)] = "",
+    password: Annotated[str, Form(max_length=PASSWORD_FIELD)] = "",
+    csrf_token: Annotated[str, Form(max_length=SHORT_FIELD)] = "",
+    requested_next: Annotated[str, Form(alias="next", max_length=2048)] = "",
+) -> Response:
+    """Check the password through the Authenticator (throttled, audited) and open a session."""
+    next_path = safe_next(requested_next, "")
+    if not same_site(request) or not tokens_match(request.cookies.get(LOGIN_COOKIE), csrf_token):
+        return _login_form(
+            request, next_path=next_path, error="The sign-in form expired. Please try again.", status=403
+        )
+    if not username.strip() or not password:
+        return _login_form(
+            request, next_path=next_path, error="Enter your username and password.", status=400
+        )
+    portal = portal_of(request)
+    try:
+        _, cookie = portal.sessions.login(anonymous_ctx(request), username, password)
+    except AuthenticationFailed:
+        return _login_form(request, next_path=next_path, error="Incorrect username or password.", status=401)
+    except TooManyAttempts as exc:
+        response = _login_form(
+            request,
+            next_path=next_path,
+            error="Too many failed sign-ins. Wait a few minutes and try again.",
+            status=429,
+        )
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    response = RedirectResponse(next_path or HOME, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=portal.secure_cookies(request),
+    )
+    response.delete_cookie(LOGIN_COOKIE, path="/portal/login")
+    return response
+
+
+@router.post("/portal/logout", name="portal.logout", dependencies=[Depends(csrf_form)])
+def logout(
+    request: Request,
+    ctx: RequestContext = Depends(page_ctx),
+    session: PortalSession = Depends(current_session),
+) -> Response:
+    """Revoke the session's refresh tokens (audited) and clear the cookie."""
+    portal_of(request).sessions.logout(ctx, session)
+    response = RedirectResponse("/portal/login?signed_out=1", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+def _password_form(
+    request: Request, ctx: RequestContext, *, error: str | None = None, status: int = 200
+) -> Response:
+    forced = bool(ctx.principal and ctx.principal.password_change_required)
+    return render(
+        request,
+        "password.html",
+        {"title": "Change password", "forced": forced, "error": error},
+        status=status,
+    )
+
+
+@router.get("/portal/password", name="portal.password")
+def password_page(
+    request: Request,
+    ctx: RequestContext = Depends(page_ctx),
+    session: PortalSession = Depends(current_session),
+) -> Response:
+    return _password_form(request, ctx)
+
+
+@router.post("/portal/password", name="portal.password_submit", dependencies=[Depends(csrf_form)])
+def change_password(
+    request: Request,
+    current_password: Annotated[str, Form(max_length=PASSWORD_FIELD)] = "",
+    new_password: Annotated[str, Form(max_length=PASSWORD_FIELD)] = "",
+    confirm_password: Annotated[str, Form(max_length=PASSWORD_FIELD)] = "",
+    ctx: RequestContext = Depends(page_ctx),
+    session: PortalSession = Depends(current_session),
+) -> Response:
+    """Change the caller's own password (clears a forced change)."""
+    if not current_password or not new_password:
+        return _password_form(request, ctx, error="Fill in every field.", status=400)
+    if new_password != confirm_password:
+        return _password_form(request, ctx, error="The new passwords do not match.", status=400)
+    try:
+        portal_of(request).container.accounts.change_own_password(ctx, current_password, new_password)
+    except AuthenticationFailed:
+        # A wrong current password, not a lost session: stay on the form.
+        return _password_form(request, ctx, error="The current password is incorrect.", status=400)
+    except InvalidRequest as exc:
+        return _password_form(request, ctx, error=exc.detail, status=400)
+    session.flash("success", "Your password has been changed.")
+    return RedirectResponse(HOME, status_code=303)
