@@ -31,6 +31,10 @@ class Failure:
     code: str
     detail: str
     retryable: bool
+    # The input itself is at fault (bad DICOM, burned-in text, cannot be de-identified): running
+    # it again cannot help, so its spooled original is deleted at once. Any other failed job
+    # keeps its encrypted original until an admin retries or discards it.
+    input_fault: bool = False
 
 
 def classify(exc: BaseException) -> Failure:
@@ -38,7 +42,8 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, errors.IrmsiaError):
         code = exc.reason if isinstance(exc, errors.InvalidDicom) else exc.code
         retryable = isinstance(exc, RETRYABLE) and not isinstance(exc, errors.BlobNotFound)
-        return Failure(code=code, detail=exc.detail, retryable=retryable)
+        input_fault = isinstance(exc, errors.InputError | errors.DeidentificationError)
+        return Failure(code=code, detail=exc.detail, retryable=retryable, input_fault=input_fault)
     # An unexpected error's message may quote data; keep only its type.
     return Failure(code="internal_error", detail=f"internal error ({type(exc).__name__})", retryable=False)
 

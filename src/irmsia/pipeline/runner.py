@@ -5,7 +5,8 @@ state object, built from the job record and its encrypted spooled input, so any 
 process (local or on a Ray cluster) can run any job. A failed step triggers the
 pipeline's ``abort`` (delete what the job wrote) before the failure is recorded, so no
 half-indexed object and no orphan blob is left; ``recover`` does the same at start-up for
-jobs a crash interrupted.
+jobs a crash interrupted. A job that failed for a reason other than its input keeps its
+encrypted input, so that an admin can ``requeue`` it (or ``discard`` the input).
 """
 
 from __future__ import annotations
@@ -86,23 +87,63 @@ class JobRunner:
         pipeline = self._pipelines[kind]
         timings: dict[str, float] = {}
         state: Any = None
+        current = "spool"
         try:
             started = time.perf_counter()
             payload = self._read_spool(job_id, spool)
             timings["spool"] = round((time.perf_counter() - started) * 1000, 3)
             state = pipeline.start(job_id, options, payload)
             del payload
-            for name, step in pipeline.steps():
+            for current, step in pipeline.steps():
                 started = time.perf_counter()
                 step(state)
-                timings[name] = round((time.perf_counter() - started) * 1000, 3)
+                timings[current] = round((time.perf_counter() - started) * 1000, 3)
         except Exception as exc:  # noqa: BLE001  (the worker's edge: every failure is recorded)
             # Unknown errors keep their type only: their message may quote the data.
             failure = classify(exc)
             if state is not None:
                 pipeline.abort(state)
-            return self._finish_failed(job_id, failure, timings)
+            return self._finish_failed(job_id, failure, timings, current)
         return self._finish_ok(job_id, pipeline.result(state), timings, spool[0])
+
+    def requeue(self, job_id: str) -> bool:
+        """Make a failed job that kept its input pending again, with fresh attempts.
+
+        Returns False when the job is not failed or its input is gone (a job rejected for
+        its input deletes it at once; see ``Failure.input_fault``). The caller submits the
+        job to an executor afterwards.
+        """
+        again = (
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.FAILED.value, Job.spool_key.is_not(None))
+            .values(
+                state=JobState.PENDING.value,
+                attempt=0,
+                step=None,
+                error_code=None,
+                error_detail=None,
+                started_at=None,
+                finished_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with transaction(self._sessions) as session:
+            if session.get(Job, job_id) is None:
+                raise NotFound("no such job")
+            return bool(session.execute(again).rowcount)  # type: ignore[attr-defined]
+
+    def discard(self, job_id: str) -> bool:
+        """Delete the kept input of a failed job; it can no longer be retried."""
+        with transaction(self._sessions) as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise NotFound("no such job")
+            if job.state != JobState.FAILED.value or not job.spool_key:
+                return False
+            spool_key = job.spool_key
+            job.spool_key = job.spool_key_id = job.spool_wrapped_key = None
+        self._blobs.delete(spool_key)
+        return True
 
     def outcome(self, job_id: str) -> Outcome:
         with self._sessions() as session:
@@ -127,12 +168,11 @@ class JobRunner:
                     job.error_code, job.error_detail = "interrupted", "interrupted too many times"
                     job.finished_at = self._clock()
             ids = [(job.id, job.kind, job.state, job.spool_key) for job in stuck]
-        for job_id, kind, state, spool_key in ids:
+        for job_id, kind, _state, _spool_key in ids:
+            # A job interrupted too often keeps its encrypted input: an admin may retry it.
             pipeline = self._pipelines.get(kind)
             if pipeline is not None:
                 pipeline.cleanup_job(job_id)
-            if state == JobState.FAILED.value and spool_key:
-                self._blobs.delete(spool_key)
         return len(ids)
 
     def pending(self) -> list[str]:
@@ -201,18 +241,20 @@ class JobRunner:
         self._blobs.delete(spool_key)
         return Outcome(job_id, JobState.SUCCEEDED, result)
 
-    def _finish_failed(self, job_id: str, failure: Failure, timings: dict[str, float]) -> Outcome:
+    def _finish_failed(self, job_id: str, failure: Failure, timings: dict[str, float], step: str) -> Outcome:
+        """Record the failure and the step it happened in; drop the input only if it was at fault."""
         with transaction(self._sessions) as session:
             job = session.get(Job, job_id)
             assert job is not None
             state = after_failure(failure, job.attempt, job.max_attempts)
-            job.state, job.step = state.value, None
+            job.state, job.step = state.value, step
             job.error_code, job.error_detail, job.timings = failure.code, failure.detail, json.dumps(timings)
             spool_key = None
             if state is JobState.FAILED:
                 job.finished_at = self._clock()
-                spool_key = job.spool_key
-                job.spool_key = job.spool_key_id = job.spool_wrapped_key = None
+                if failure.input_fault:
+                    spool_key = job.spool_key
+                    job.spool_key = job.spool_key_id = job.spool_wrapped_key = None
         if spool_key:
             self._blobs.delete(spool_key)
         log.info("job %s %s: %s", job_id, state.value, failure.code)

@@ -77,8 +77,50 @@ def test_failed_step_leaves_no_orphan_blob_and_no_half_index(
     assert outcome.failure is not None
     assert outcome.failure.code == "internal_error"
     assert "Canaryname" not in outcome.failure.detail  # unknown errors keep their type only
-    assert list(container.blobs.list("")) == []  # neither stored objects nor the spool remain
+    # No stored object remains; only the encrypted original, kept so that an admin can retry.
+    assert [key.split("/")[0] for key in container.blobs.list("")] == ["spool"]
     assert count_rows(container, "instances") == 0
+    with container.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.step == "index"  # the step that failed is recorded
+
+
+def test_a_failed_job_can_be_requeued_and_then_succeeds(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = container.pipeline.index
+
+    def broken_index(state) -> None:  # type: ignore[no-untyped-def]
+        raise ValueError("boom")
+
+    monkeypatch.setattr(container.pipeline, "index", broken_index)
+    container.ingest.executor = executors.InlineExecutor(container.runner)
+    job_id = _queue(container, to_bytes(make_ct()))
+    assert container.runner.outcome(job_id).state is JobState.FAILED
+
+    monkeypatch.setattr(container.pipeline, "index", original)
+    assert container.runner.requeue(job_id) is True
+    assert container.runner.requeue(job_id) is False  # pending now, not failed
+    outcome = container.runner.run(job_id)
+    assert outcome.state is JobState.SUCCEEDED
+    assert count_rows(container, "instances") == 1
+    assert not any(key.startswith("spool/") for key in container.blobs.list(""))
+    with container.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.attempt == 1 and job.error_code is None and job.step is None
+
+
+def test_a_failed_jobs_input_can_be_discarded(container: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_store(state) -> None:  # type: ignore[no-untyped-def]
+        raise ValueError("boom")
+
+    monkeypatch.setattr(container.pipeline, "store", broken_store)
+    container.ingest.executor = executors.InlineExecutor(container.runner)
+    job_id = _queue(container, to_bytes(make_ct()))
+    assert container.runner.discard(job_id) is True
+    assert list(container.blobs.list("")) == []
+    assert container.runner.requeue(job_id) is False  # nothing left to run
+    assert container.runner.discard(job_id) is False
 
 
 def test_storage_failure_is_retried_then_succeeds(
@@ -111,7 +153,10 @@ def test_invalid_input_is_not_retried(container: Container) -> None:
         job = session.get(Job, job_id)
         assert job is not None
         assert job.state == JobState.FAILED.value and job.attempt == 1
-        assert job.error_code == "not_dicom"
+        assert job.error_code == "not_dicom" and job.step == "validate"
+        assert job.spool_key is None  # bad input is not kept: retrying cannot help
+    assert list(container.blobs.list("")) == []
+    assert container.runner.requeue(job_id) is False
 
 
 def test_concurrent_insert_of_the_same_patient_is_retried(
