@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import queue
-import secrets
 import shutil
 import socket
 import statistics
@@ -60,10 +59,10 @@ from pydicom.uid import (
 )
 from sqlalchemy import create_engine, text
 
+from common import bench_env  # bench/common.py: the scripts run from this folder
 from irmsia.bootstrap import build_container
 from irmsia.cli.main import CLI_CTX
 from irmsia.config import Settings, load_settings
-from irmsia.ledger.checkpoint import NoteSigner
 from irmsia.usecases.ingest import IncomingFile
 
 CLIENTS = 4
@@ -363,20 +362,7 @@ def _free_port() -> int:
 
 
 def _env(data_dir: Path, executor: str, workers: int) -> dict[str, str]:
-    return {
-        "IRMSIA_ENV": "test",
-        "IRMSIA_DATA_DIR": str(data_dir),
-        "DATABASE_URL": f"sqlite:///{(data_dir / 'irmsia.db').as_posix()}",
-        "SECRET_KEY": secrets.token_hex(32),
-        "ENCRYPTION_KEY": secrets.token_hex(32),
-        "PSEUDONYM_KEY": secrets.token_hex(32),
-        "LEDGER_SIGNING_KEY": NoteSigner.generate("irmsia.local/ledger").to_string(),
-        "ARGON2_TIME_COST": "1",
-        "ARGON2_MEMORY_KIB": "256",
-        "LOG_LEVEL": "WARNING",
-        "INGEST_EXECUTOR": executor,
-        "INGEST_WORKERS": str(workers),
-    }
+    return bench_env(data_dir, INGEST_EXECUTOR=executor, INGEST_WORKERS=str(workers))
 
 
 def _settings(env: dict[str, str]) -> Settings:

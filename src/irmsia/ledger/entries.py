@@ -16,19 +16,35 @@ An entry is sorted-key, compact, UTF-8 JSON (``irmsia.db.models.canonical_json``
 ``report``  the SHA-256 of what a radiologist signed for a study (the sign-off's canonical JSON).
 
 Neither carries patient data: ids are random opaque strings, the digest is of ciphertext.
-Everything here is pure: no session, no clock.
+Everything here is pure (no clock; ``EntryLog`` only names the log's interface).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
 
 from irmsia.db.imaging import StoredObject
 from irmsia.db.models import AuditEvent, canonical_json
 from irmsia.errors import InvalidRequest
+
+
+class EntryLog(Protocol):
+    """Where records are registered: the transparency log (``irmsia.ledger.service.Ledger``).
+
+    ``append_many`` writes the entries through the caller's session, in its transaction, and
+    returns the first new leaf index. Whoever writes a stored object or an audit record is
+    built with one (the ingest pipeline, the audit log): there is no way to write either
+    without its entry.
+    """
+
+    def append_many(self, session: Session, batch: Sequence[bytes]) -> int: ...
+
 
 OBJECT = "object"
 AUDIT = "audit"
@@ -47,17 +63,41 @@ def object_entry(obj: StoredObject) -> bytes:
     """The canonical registration entry of a stored object; its id and time must be set."""
     if not obj.id or obj.created_at is None:
         raise InvalidRequest("a stored object needs its id and creation time before it is logged")
+    return object_entry_of(
+        object_id=obj.id,
+        instance_id=obj.instance_id,
+        kind=obj.kind,
+        frame=obj.frame or 0,
+        sha256=obj.sha256,
+        size=obj.size,
+        key_id=obj.key_id,
+        time=obj.created_at,
+    )
+
+
+def object_entry_of(
+    *,
+    object_id: str,
+    instance_id: str,
+    kind: str,
+    frame: int,
+    sha256: str,
+    size: int,
+    key_id: str,
+    time: datetime,
+) -> bytes:
+    """The registration entry of a stored object from its column values (bulk inserts)."""
     return canonical_json(
         {
             "type": OBJECT,
-            "object_id": obj.id,
-            "instance_id": obj.instance_id,
-            "kind": obj.kind,
-            "frame": obj.frame or 0,
-            "sha256": obj.sha256,
-            "size": obj.size,
-            "key_id": obj.key_id,
-            "time": _utc_text(obj.created_at),
+            "object_id": object_id,
+            "instance_id": instance_id,
+            "kind": kind,
+            "frame": frame,
+            "sha256": sha256,
+            "size": size,
+            "key_id": key_id,
+            "time": _utc_text(time),
         }
     )
 

@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session
 from irmsia.clock import Clock
 from irmsia.db.imaging import StoredObject
 from irmsia.db.ledger import LedgerCheckpoint, LedgerEntry
-from irmsia.db.models import AuditEvent
 from irmsia.errors import InvalidRequest, NotFound
 from irmsia.ledger import entries
 from irmsia.ledger.checkpoint import NoteSigner, NoteVerifier, make_checkpoint, sign_checkpoint
@@ -143,10 +142,6 @@ class Ledger:
         if any(obj.id is None or obj.created_at is None for obj in objects):
             session.flush()
         return self.append_many(session, [entries.object_entry(obj) for obj in objects])
-
-    def on_audit(self, session: Session, event: AuditEvent) -> None:
-        """``AuditHook``: log each audit record in the transaction that writes it."""
-        self.append(session, entries.audit_entry(event))
 
     def sign_checkpoint(self, session: Session) -> CheckpointRecord:
         """Sign and store a checkpoint of the current tree, or return the stored one at this size.

@@ -1,16 +1,16 @@
 """The ingest pipeline: validate → de-identify → serialize → render → encrypt+store → index.
 
 Each step reads and extends one ``IngestState``; none keeps state of its own. Blobs are
-written under ``objects/<job>/…`` so a crash's leftovers are found by job id; the index
-step commits the whole object graph (patient, study, series, instance, stored objects,
-vault entries, audit record, ledger entries) in one transaction, so an object is either
-fully indexed or not at all. Fail closed: if de-identification or encryption fails,
-nothing is stored.
+written under ``objects/<job>/…`` so a crash's leftovers are found by job id. The index is
+the batch commit (``IngestPipeline.commit``): the whole object graph of every job in the
+batch (patients, studies, series, instances, stored objects, vault entries, audit records
+and their log entries) goes into the runner's one transaction, with the jobs' success
+records, so an object is either fully indexed or not at all. Fail closed: if
+de-identification or encryption fails, nothing is stored.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError as DbIntegrityError
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from irmsia.clock import Clock
@@ -39,20 +38,21 @@ from irmsia.domain.deid import (
     decide_burned_in,
     mask_regions,
 )
+from irmsia.domain.part10 import encode_part10
 from irmsia.domain.png import encode_png
 from irmsia.domain.render import RenderOptions, render_frames, thumbnail
 from irmsia.domain.validation import ValidatedObject, ValidationPolicy, parse_and_validate
 from irmsia.errors import BurnedInAnnotationRejected, DeidentificationError, InvalidDicom, IrmsiaError
+from irmsia.ledger.entries import object_entry_of
 from irmsia.security.policy import SYSTEM
 from irmsia.storage.base import BlobStore
-from irmsia.usecases.audit import AuditLog
+from irmsia.usecases.audit import AuditLog, AuditRecord
 from irmsia.usecases.context import RequestContext
 
-ObjectHook = Callable[[Session, Sequence[StoredObject]], object]  # all objects of one job at once
-Analyzer = Callable[[RequestContext, str, Dataset], object]
+# (context, image id, de-identified dataset) -> the stored result's error code, None if it succeeded.
+Analyzer = Callable[[RequestContext, str, Dataset], str | None]
 
 DICOM_MEDIA_TYPE = "application/dicom"
-INDEX_ATTEMPTS = 3
 WRITE_THREADS = 4  # concurrent blob writes of one job's objects
 PNG_MEDIA_TYPE = "image/png"
 
@@ -73,13 +73,55 @@ class PlannedObject:
     kind: str  # dicom | png | png16 | thumbnail
     frame: int
     media_type: str
-    plaintext: bytes
+    plaintext: bytes  # released once the object is encrypted (plaintext_size keeps its length)
     object_id: str = field(default_factory=new_id)
+    plaintext_size: int = 0
     storage_key: str = ""
     sha256: str = ""
     size: int = 0
     key_id: str = ""
     wrapped_key: bytes = b""
+
+
+@dataclass(frozen=True)
+class IndexFields:
+    """What the index keeps of a de-identified object (read once, so the dataset can go)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    modality: str
+    transfer_syntax: str
+    patient_sex: str | None
+    study_date: date | None
+    study_description: str | None
+    series_description: str | None
+    body_part: str | None
+    series_number: int | None
+    instance_number: int | None
+    rows: int | None
+    columns: int | None
+
+    @classmethod
+    def of(cls, ds: Dataset) -> IndexFields:
+        return cls(
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            study_uid=str(ds.StudyInstanceUID),
+            series_uid=str(ds.SeriesInstanceUID),
+            modality=_text(ds, "Modality").upper() or "OT",
+            transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+            patient_sex=_text(ds, "PatientSex") or None,
+            study_date=_date(_text(ds, "StudyDate")),
+            study_description=_text(ds, "StudyDescription")[:128] or None,
+            series_description=_text(ds, "SeriesDescription")[:128] or None,
+            body_part=_text(ds, "BodyPartExamined")[:64] or None,
+            series_number=_int(ds, "SeriesNumber"),
+            instance_number=_int(ds, "InstanceNumber"),
+            rows=_int(ds, "Rows"),
+            columns=_int(ds, "Columns"),
+        )
 
 
 @dataclass
@@ -90,16 +132,35 @@ class IngestState:
     validation: ValidationPolicy | None = None  # a per-call override of the configured policy
     validated: ValidatedObject | None = None
     deid: DeidResult | None = None
+    fields: IndexFields | None = None
     quarantined: bool = False
     duplicate_of: dict[str, str] | None = None
+    batch_duplicate: bool = False  # a copy of an object an earlier job of the same batch stores
     objects: list[PlannedObject] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     frames: int = 0
     result: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Rows:
+    """The rows one batch commit inserts, in foreign-key order, and what it looked up."""
+
+    patients: dict[str, str] = field(default_factory=dict)  # pseudonym -> id
+    studies: dict[str, list[str]] = field(default_factory=dict)  # study UID -> [id, modalities]
+    series: dict[str, str] = field(default_factory=dict)  # series UID -> id
+    vault: set[tuple[str, str]] = field(default_factory=set)  # (kind, pseudonym) already kept
+    new_patients: list[dict[str, Any]] = field(default_factory=list)
+    new_studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # study id -> row
+    new_series: list[dict[str, Any]] = field(default_factory=list)
+    new_vault: list[dict[str, Any]] = field(default_factory=list)
+    instances: list[dict[str, Any]] = field(default_factory=list)
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    modalities: dict[str, str] = field(default_factory=dict)  # existing study id -> merged list
+
+
 class IngestPipeline:
-    """The steps of ingesting one object; shared by every executor."""
+    """The steps of ingesting one object, and the batch commit; shared by every executor."""
 
     kind = "ingest"
 
@@ -113,7 +174,6 @@ class IngestPipeline:
         config: IngestConfig,
         clock: Clock,
         audit: AuditLog,
-        object_hooks: Sequence[ObjectHook] = (),
     ) -> None:
         self._sessions = sessions
         self._blobs = blobs
@@ -121,9 +181,10 @@ class IngestPipeline:
         self._deid = deidentifier
         self._config = config
         self._clock = clock
+        # The audit log holds the transparency log: the commit appends every stored object's
+        # entry through it, with the audit records, in the commit's transaction.
         self._audit = audit
-        self.object_hooks = list(object_hooks)
-        # Set when AI_AUTO_ANALYZE is on: (context, image id, de-identified dataset) -> stored result.
+        # Set when AI_AUTO_ANALYZE is on.
         self.analyzer: Analyzer | None = None
         self._writes: ThreadPoolExecutor | None = None
 
@@ -135,8 +196,6 @@ class IngestPipeline:
             ("serialize", self.serialize),
             ("render", self.render),
             ("store", self.store),
-            ("index", self.index),
-            ("analyze", self.analyze),
         )
 
     def start(self, job_id: str, options: Mapping[str, Any], payload: bytes) -> IngestState:
@@ -187,11 +246,13 @@ class IngestPipeline:
         state.quarantined = decision is BurnedInDecision.QUARANTINE
         state.deid = self._deid.deidentify(source, pixels_cleaned=masked)
         state.validated = None  # drop the identifying dataset as soon as possible
-        sop_uid = str(state.deid.dataset.SOPInstanceUID)
+        state.fields = IndexFields.of(state.deid.dataset)
+        uid = state.fields.sop_instance_uid
         with self._sessions() as session:
-            # The common answer is "not stored": ask only that; the joins run for duplicates.
-            known = session.scalar(select(Instance.id).where(Instance.sop_instance_uid == sop_uid))
-        state.duplicate_of = self._stored_ids(sop_uid) if known is not None else None
+            # Skip the blobs of an object stored before (the commit checks again). The common
+            # answer is "not stored": ask only that; the joins run for duplicates.
+            known = session.scalar(select(Instance.id).where(Instance.sop_instance_uid == uid))
+            state.duplicate_of = _stored_ids(session, [uid]).get(uid) if known is not None else None
 
     def serialize(self, state: IngestState) -> None:
         """The de-identified object as DICOM Part 10 (its own step, so that timings show it)."""
@@ -244,10 +305,14 @@ class IngestPipeline:
         starts, and all writes have ended before an error is raised, so ``abort`` never
         races a write still in flight.
         """
+        if self.analyzer is None and state.deid is not None:
+            state.deid = replace(state.deid, dataset=Dataset())  # the index needs only state.fields
         prefix = _job_prefix(state.job_id)
         writes: list[tuple[str, bytes | bytearray]] = []
         for planned in state.objects:
             sealed = self._cipher.encrypt(planned.object_id, planned.plaintext)
+            planned.plaintext_size = len(planned.plaintext)
+            planned.plaintext = b""
             planned.storage_key = f"{prefix}{planned.object_id}.bin"
             planned.sha256 = sha256_hex(sealed.blob)
             planned.size = len(sealed.blob)
@@ -255,6 +320,8 @@ class IngestPipeline:
             planned.wrapped_key = sealed.wrapped_key.ciphertext
             writes.append((planned.storage_key, sealed.blob))
             state.written.append(planned.storage_key)
+        if not writes:
+            return
         if len(writes) == 1:
             self._blobs.put(*writes[0])
             return
@@ -270,205 +337,307 @@ class IngestPipeline:
             self._writes = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="irmsia-put")
         return self._writes
 
-    def index(self, state: IngestState) -> None:
-        assert state.deid is not None
-        now = self._clock()
-        if state.duplicate_of is not None:
-            state.result = _result("duplicate", state.duplicate_of, state, message="already stored", now=now)
-            return
-        ctx = RequestContext(principal=None, request_id=state.job_id)
-        sop_uid = str(state.deid.dataset.SOPInstanceUID)
-        for attempt in range(INDEX_ATTEMPTS):
-            try:
-                with self._sessions() as session, session.begin():
-                    ids = self._index(session, state, now)
-                    self._audit.record(
-                        session,
-                        ctx,
-                        "ingest.store",
-                        resource_type="image",
-                        resource_id=ids["image_id"],
-                        actor_name=f"job:{state.job_id}",
-                        detail={"objects": len(state.objects), "quarantined": state.quarantined},
-                    )
-                break
-            except DbIntegrityError:
-                # A concurrent job inserted the same instance (ours is a duplicate) or the same
-                # patient, study or series first (try again: it is found this time).
-                duplicate = self._stored_ids(sop_uid)
-                if duplicate is not None:
-                    self.abort(state)
-                    state.result = _result("duplicate", duplicate, state, message="already stored", now=now)
-                    return
-                if attempt == INDEX_ATTEMPTS - 1:
-                    raise
-        status = "quarantined" if state.quarantined else "stored"
-        message = "quarantined for review: possible burned-in text" if state.quarantined else "stored"
-        state.result = _result(status, ids, state, message=message, now=now, hooks=bool(self.object_hooks))
+    # --- the batch commit ----------------------------------------------------------------
+    def commit(self, session: Session, states: Sequence[IngestState]) -> None:
+        """Index every object of the batch in ``session``: the runner commits it, once.
 
-    def analyze(self, state: IngestState) -> None:
-        """Optional AI analysis of a newly stored image; its failure never fails the ingest."""
+        One lookup per table for the whole batch, bulk inserts in foreign-key order, one log
+        append for every stored object and one for the audit records. An object stored since
+        its ``deidentify`` step (by another worker, or by an earlier job of this batch) is a
+        duplicate: its blobs are deleted and nothing is inserted for it. Starts afresh each
+        call, as the runner may call it again after a rollback.
+        """
+        now = self._clock()
+        for state in states:
+            if state.batch_duplicate:
+                state.batch_duplicate, state.duplicate_of = False, None
+            state.result = {}
+        fresh = [state for state in states if state.duplicate_of is None]
+        stored = _stored_ids(session, [_fields(state).sop_instance_uid for state in fresh])
+        todo: list[IngestState] = []
+        first_of: dict[str, IngestState] = {}
+        for state in fresh:
+            uid = _fields(state).sop_instance_uid
+            if uid in stored:  # stored by another worker since this job checked
+                state.duplicate_of = stored[uid]
+                self.abort(state)
+            elif uid in first_of:  # its blobs go once the commit succeeded (``after_commit``)
+                state.batch_duplicate = True
+            else:
+                first_of[uid] = state
+                todo.append(state)
+        ids, entries = self._index(session, todo, now) if todo else ({}, [])
+        records = []
+        for state in todo:
+            found = ids[state.job_id]
+            status = "quarantined" if state.quarantined else "stored"
+            message = "quarantined for review: possible burned-in text" if state.quarantined else "stored"
+            state.result = _result(status, found, state, message=message, now=now)
+            records.append(
+                AuditRecord(
+                    RequestContext(principal=None, request_id=state.job_id),
+                    "ingest.store",
+                    resource_type="image",
+                    resource_id=found["image_id"],
+                    actor_name=f"job:{state.job_id}",
+                    detail={"objects": len(state.objects), "quarantined": state.quarantined},
+                )
+            )
+        if records:
+            # The objects' entries and the audit records': one log append, in this transaction.
+            self._audit.record_many(session, records, after=entries)
+        for state in states:
+            if state.batch_duplicate:
+                state.duplicate_of = ids[first_of[_fields(state).sop_instance_uid].job_id]
+            if state.duplicate_of is not None:
+                state.result = _result(
+                    "duplicate", state.duplicate_of, state, message="already stored", now=now
+                )
+
+    def after_commit(self, state: IngestState) -> bool:
+        """After the commit: drop the blobs of an in-batch duplicate; optional AI analysis.
+
+        The analysis of a newly stored image never fails the ingest: its error is recorded
+        in the result. Returns True when the result changed.
+        """
+        if state.batch_duplicate:
+            self.abort(state)
         if self.analyzer is None or state.deid is None or state.result.get("status") != "stored":
-            return
+            return False
         ctx = RequestContext(principal=SYSTEM, request_id=state.job_id)
         try:
-            self.analyzer(ctx, state.result["image_id"], state.deid.dataset)
-            state.result["analysis"] = "done"
+            error = self.analyzer(ctx, state.result["image_id"], state.deid.dataset)
+            state.result["analysis"] = error or "done"
         except IrmsiaError as exc:  # e.g. a non-image object: recorded, the image stays stored
             state.result["analysis"] = exc.reason if isinstance(exc, InvalidDicom) else exc.code
+        return True
 
-    def _index(self, session: Session, state: IngestState, now: Any) -> dict[str, str]:
-        """Add the object graph to ``session``; the caller's audit record flushes it, once.
+    def _index(
+        self, session: Session, todo: Sequence[IngestState], now: datetime
+    ) -> tuple[dict[str, dict[str, str]], list[bytes]]:
+        """Insert the object graph of ``todo``; return each job's ids (image, series, study,
+        patient) and the stored objects' log entries, which ``commit`` appends with the audit
+        records (``AuditLog.record_many(after=…)``: one append, in this transaction)."""
+        rows = self._lookup(session, todo)
+        ids: dict[str, dict[str, str]] = {}
+        entries: list[bytes] = []
+        for state in todo:
+            deid, f = state.deid, _fields(state)
+            assert deid is not None
+            patient_id = self._patient(rows, state, now)
+            study_id = self._study(rows, state, patient_id, now)
+            series_id = rows.series.get(f.series_uid)
+            if series_id is None:
+                series_id = rows.series[f.series_uid] = new_id()
+                rows.new_series.append(
+                    {
+                        "id": series_id,
+                        "study_id": study_id,
+                        "series_uid": f.series_uid,
+                        "modality": f.modality,
+                        "body_part": f.body_part,
+                        "description": f.series_description,
+                        "series_number": f.series_number,
+                        "created_at": now,
+                    }
+                )
+            image_id = new_id()
+            rows.instances.append(
+                {
+                    "id": image_id,
+                    "series_id": series_id,
+                    "sop_instance_uid": f.sop_instance_uid,
+                    "sop_class_uid": f.sop_class_uid,
+                    "instance_number": f.instance_number,
+                    "rows": f.rows,
+                    "columns": f.columns,
+                    "frames": state.frames,
+                    "transfer_syntax": f.transfer_syntax,
+                    "status": "quarantined" if state.quarantined else "stored",
+                    "job_id": state.job_id,
+                    "created_at": now,
+                }
+            )
+            for planned in state.objects:
+                rows.objects.append(
+                    {
+                        "id": planned.object_id,
+                        "instance_id": image_id,
+                        "kind": planned.kind,
+                        "frame": planned.frame,
+                        "storage_key": planned.storage_key,
+                        "sha256": planned.sha256,
+                        "size": planned.size,
+                        "plaintext_size": planned.plaintext_size,
+                        "media_type": planned.media_type,
+                        "key_id": planned.key_id,
+                        "wrapped_key": planned.wrapped_key,
+                        "created_at": now,
+                    }
+                )
+                entries.append(
+                    object_entry_of(
+                        object_id=planned.object_id,
+                        instance_id=image_id,
+                        kind=planned.kind,
+                        frame=planned.frame,
+                        sha256=planned.sha256,
+                        size=planned.size,
+                        key_id=planned.key_id,
+                        time=now,
+                    )
+                )
+            ids[state.job_id] = {
+                "image_id": image_id,
+                "series_id": series_id,
+                "study_id": study_id,
+                "patient_pseudonym": deid.pseudonym,
+            }
+        for model, values in (
+            (Patient, rows.new_patients),
+            (VaultEntry, rows.new_vault),
+            (Study, list(rows.new_studies.values())),
+            (Series, rows.new_series),
+            (Instance, rows.instances),
+            (StoredObject, rows.objects),
+        ):
+            if values:
+                session.execute(insert(model), values)
+        for study_id, merged in rows.modalities.items():
+            session.execute(
+                update(Study).where(Study.id == study_id).values(modalities=merged, updated_at=now)
+            )
+        return ids, entries
 
-        Rows get their ids here rather than at flush time, so nothing needs an early flush;
-        patient, study and series are looked up in one round trip.
-        """
+    def _lookup(self, session: Session, todo: Sequence[IngestState]) -> _Rows:
+        """The batch's patients, studies, series and vault entries already indexed, one query each."""
+        pseudonyms = {state.deid.pseudonym for state in todo if state.deid is not None}
+        accessions = {
+            state.deid.identity.pseudonymised_accession
+            for state in todo
+            if state.deid is not None and state.deid.identity.pseudonymised_accession
+        }
+        study_uids = {_fields(state).study_uid for state in todo}
+        series_uids = {_fields(state).series_uid for state in todo}
+        rows = _Rows()
+        rows.patients = dict(
+            session.execute(
+                select(Patient.pseudonym, Patient.id).where(Patient.pseudonym.in_(pseudonyms))
+            ).all()
+        )
+        rows.studies = {
+            uid: [study_id, modalities]
+            for uid, study_id, modalities in session.execute(
+                select(Study.study_uid, Study.id, Study.modalities).where(Study.study_uid.in_(study_uids))
+            )
+        }
+        rows.series = dict(
+            session.execute(
+                select(Series.series_uid, Series.id).where(Series.series_uid.in_(series_uids))
+            ).all()
+        )
+        rows.vault = {
+            (kind, pseudonym)
+            for kind, pseudonym in session.execute(
+                select(VaultEntry.kind, VaultEntry.pseudonym).where(
+                    VaultEntry.pseudonym.in_(pseudonyms | accessions)
+                )
+            )
+        }
+        return rows
+
+    def _patient(self, rows: _Rows, state: IngestState, now: datetime) -> str:
         deid = state.deid
         assert deid is not None
-        ds = deid.dataset
-        study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
-        modality = _text(ds, "Modality").upper() or "OT"
-        patient_id, study_id, modalities, series_id = session.execute(
-            select(
-                select(Patient.id).where(Patient.pseudonym == deid.pseudonym).scalar_subquery(),
-                select(Study.id).where(Study.study_uid == study_uid).scalar_subquery(),
-                select(Study.modalities).where(Study.study_uid == study_uid).scalar_subquery(),
-                select(Series.id).where(Series.series_uid == series_uid).scalar_subquery(),
-            )
-        ).one()
+        patient_id = rows.patients.get(deid.pseudonym)
         if patient_id is None:
-            patient_id = new_id()
-            session.add(
-                Patient(
-                    id=patient_id,
-                    pseudonym=deid.pseudonym,
-                    sex=_text(ds, "PatientSex") or None,
-                    created_at=now,
-                )
+            patient_id = rows.patients[deid.pseudonym] = new_id()
+            rows.new_patients.append(
+                {
+                    "id": patient_id,
+                    "pseudonym": deid.pseudonym,
+                    "sex": _fields(state).patient_sex,
+                    "created_at": now,
+                }
             )
-            self._vault(session, "patient", deid.pseudonym, _identity_json(deid), now)
-        if study_id is None:
+            self._vault(rows, "patient", deid.pseudonym, _identity_json(deid), now)
+        return patient_id
+
+    def _study(self, rows: _Rows, state: IngestState, patient_id: str, now: datetime) -> str:
+        deid, f = state.deid, _fields(state)
+        assert deid is not None
+        known = rows.studies.get(f.study_uid)
+        if known is None:
             study_id = new_id()
-            session.add(
-                Study(
-                    id=study_id,
-                    patient_id=patient_id,
-                    study_uid=study_uid,
-                    study_date=_date(_text(ds, "StudyDate")),
-                    accession_pseudonym=deid.identity.pseudonymised_accession or None,
-                    description=_text(ds, "StudyDescription")[:128] or None,
-                    modalities=modality,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            rows.studies[f.study_uid] = [study_id, f.modality]
+            rows.new_studies[study_id] = {
+                "id": study_id,
+                "patient_id": patient_id,
+                "study_uid": f.study_uid,
+                "study_date": f.study_date,
+                "accession_pseudonym": deid.identity.pseudonymised_accession or None,
+                "description": f.study_description,
+                "modalities": f.modality,
+                "created_at": now,
+                "updated_at": now,
+            }
             if deid.identity.pseudonymised_accession and deid.identity.accession_number:
                 self._vault(
-                    session,
+                    rows,
                     "accession",
                     deid.identity.pseudonymised_accession,
                     json.dumps({"accession_number": deid.identity.accession_number}),
                     now,
                 )
-        elif modality not in modalities.split(","):
-            merged = ",".join(sorted({*modalities.split(","), modality} - {""}))[:128]
-            session.execute(
-                update(Study).where(Study.id == study_id).values(modalities=merged, updated_at=now)
-            )
-        if series_id is None:
-            series_id = new_id()
-            session.add(
-                Series(
-                    id=series_id,
-                    study_id=study_id,
-                    series_uid=series_uid,
-                    modality=modality,
-                    body_part=_text(ds, "BodyPartExamined")[:64] or None,
-                    description=_text(ds, "SeriesDescription")[:128] or None,
-                    series_number=_int(ds, "SeriesNumber"),
-                    created_at=now,
-                )
-            )
-        instance = Instance(
-            id=new_id(),
-            series_id=series_id,
-            sop_instance_uid=str(ds.SOPInstanceUID),
-            sop_class_uid=str(ds.SOPClassUID),
-            instance_number=_int(ds, "InstanceNumber"),
-            rows=_int(ds, "Rows"),
-            columns=_int(ds, "Columns"),
-            frames=state.frames,
-            transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-            status="quarantined" if state.quarantined else "stored",
-            job_id=state.job_id,
-            created_at=now,
-        )
-        session.add(instance)
-        stored_objects = []
-        for planned in state.objects:
-            stored = StoredObject(
-                id=planned.object_id,
-                instance=instance,
-                kind=planned.kind,
-                frame=planned.frame,
-                storage_key=planned.storage_key,
-                sha256=planned.sha256,
-                size=planned.size,
-                plaintext_size=len(planned.plaintext),
-                media_type=planned.media_type,
-                key_id=planned.key_id,
-                wrapped_key=planned.wrapped_key,
-                created_at=now,
-            )
-            session.add(stored)
-            stored_objects.append(stored)
-        if self.object_hooks:
-            session.flush()  # hooks see the rows in the database; one flush for all of them
-            for hook in self.object_hooks:
-                hook(session, stored_objects)
-        return {
-            "image_id": instance.id,
-            "series_id": series_id,
-            "study_id": study_id,
-            "patient_pseudonym": deid.pseudonym,
-        }
+            return study_id
+        study_id, modalities = known
+        if f.modality not in modalities.split(","):
+            merged = ",".join(sorted({*modalities.split(","), f.modality} - {""}))[:128]
+            known[1] = merged
+            if study_id in rows.new_studies:
+                rows.new_studies[study_id]["modalities"] = merged
+            else:
+                rows.modalities[study_id] = merged
+        return study_id
 
-    def _stored_ids(self, sop_instance_uid: str) -> dict[str, str] | None:
-        """The ids of the instance already indexed under this SOP Instance UID, if any."""
-        with self._sessions() as session:
-            found = session.execute(
-                select(Instance.id, Instance.series_id, Series.study_id, Patient.pseudonym)
-                .join(Series, Instance.series_id == Series.id)
-                .join(Study, Series.study_id == Study.id)
-                .join(Patient, Study.patient_id == Patient.id)
-                .where(Instance.sop_instance_uid == sop_instance_uid)
-            ).first()
-        if found is None:
-            return None
-        return {
-            "image_id": found[0],
-            "series_id": found[1],
-            "study_id": found[2],
-            "patient_pseudonym": found[3],
-        }
-
-    def _vault(self, session: Session, kind: str, pseudonym: str, plaintext: str, now: Any) -> None:
-        exists = session.scalar(
-            select(VaultEntry.id).where(VaultEntry.kind == kind, VaultEntry.pseudonym == pseudonym)
-        )
-        if exists is not None:
+    def _vault(self, rows: _Rows, kind: str, pseudonym: str, plaintext: str, now: datetime) -> None:
+        if (kind, pseudonym) in rows.vault:
             return
+        rows.vault.add((kind, pseudonym))
         sealed = self._cipher.encrypt(f"vault:{kind}:{pseudonym}", plaintext.encode())
-        session.add(
-            VaultEntry(
-                kind=kind,
-                pseudonym=pseudonym,
-                ciphertext=bytes(sealed.blob),
-                key_id=sealed.wrapped_key.key_id,
-                wrapped_key=sealed.wrapped_key.ciphertext,
-                created_at=now,
-            )
+        rows.new_vault.append(
+            {
+                "id": new_id(),
+                "kind": kind,
+                "pseudonym": pseudonym,
+                "ciphertext": bytes(sealed.blob),
+                "key_id": sealed.wrapped_key.key_id,
+                "wrapped_key": sealed.wrapped_key.ciphertext,
+                "created_at": now,
+            }
         )
+
+
+def _fields(state: IngestState) -> IndexFields:
+    assert state.fields is not None, "deidentify has run"
+    return state.fields
+
+
+def _stored_ids(session: Session, sop_instance_uids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The ids of the instances already indexed under these SOP Instance UIDs, by UID."""
+    if not sop_instance_uids:
+        return {}
+    found = session.execute(
+        select(Instance.sop_instance_uid, Instance.id, Instance.series_id, Series.study_id, Patient.pseudonym)
+        .join(Series, Instance.series_id == Series.id)
+        .join(Study, Series.study_id == Study.id)
+        .join(Patient, Study.patient_id == Patient.id)
+        .where(Instance.sop_instance_uid.in_(sop_instance_uids))
+    ).all()
+    return {
+        uid: {"image_id": image, "series_id": series, "study_id": study, "patient_pseudonym": pseudonym}
+        for uid, image, series, study, pseudonym in found
+    }
 
 
 def _job_prefix(job_id: str) -> str:
@@ -476,14 +645,12 @@ def _job_prefix(job_id: str) -> str:
 
 
 def _to_part10(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
     try:
-        ds.save_as(buffer, enforce_file_format=True)
-    except (ValueError, TypeError, AttributeError) as exc:
+        return encode_part10(ds)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise DeidentificationError(
             f"the de-identified object could not be written ({type(exc).__name__})"
         ) from None
-    return buffer.getvalue()
 
 
 def _masked_copy(ds: Dataset, regions: Sequence[Region]) -> Dataset:
@@ -526,7 +693,6 @@ def _result(
     *,
     message: str,
     now: datetime,
-    hooks: bool = False,
 ) -> dict[str, Any]:
     stored = status in ("stored", "quarantined")
     return {
@@ -537,7 +703,7 @@ def _result(
         "deidentified": True,
         "converted": stored and any(o.kind == "png" for o in state.objects),
         "encrypted": True,
-        "hash_registered": stored and hooks,
+        "hash_registered": stored,  # the commit registered every stored object in the log
         "frames": state.frames,
     }
 

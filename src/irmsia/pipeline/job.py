@@ -17,6 +17,12 @@ class JobState(StrEnum):
 
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED})
 
+
+def spool_key(job_id: str) -> str:
+    """The blob-store key of a job's encrypted input (opaque: the job id only)."""
+    return f"spool/{job_id[:2]}/{job_id}.bin"
+
+
 # Failures worth another attempt: the input may be fine and the environment was not.
 RETRYABLE: tuple[type[errors.IrmsiaError], ...] = (
     errors.StorageError,

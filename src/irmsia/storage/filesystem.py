@@ -58,6 +58,9 @@ def make_private_dirs(directory: Path, mode: int = DIR_MODE) -> None:
         # it is a directory (checked by the next mkdir or open).
         with contextlib.suppress(FileExistsError):
             level.mkdir(mode=mode)
+            # The new entry lives in the parent: flush it, or a power cut could lose the
+            # directory (and every blob already fsynced inside it).
+            fsync_directory(level.parent)
 
 
 def fsync_directory(directory: Path) -> None:

@@ -2,15 +2,25 @@
 
 Every front door (REST upload, CLI, DICOMweb, C-STORE, watched folder) hands this use case
 an iterable of ``IncomingFile`` (pieces of bytes, never a file name). Zip archives are
-expanded as a stream. Each object is encrypted while it is received (chunked AES-256-GCM)
-into the blob store's ``spool/`` area, so the original is never written anywhere in clear,
-and becomes one durable job. With ``wait`` the call returns when every job has finished
-(the synchronous answer of the original design); otherwise it returns the job ids at once.
+expanded as a stream. Each object becomes one durable job record. Its input is spooled in
+memory or encrypted, never written anywhere in clear:
+
+- with ``wait=False`` (the caller is told "accepted" before the work is done) every object
+  is encrypted while it is received (chunked AES-256-GCM) into the blob store's ``spool/``
+  area, so an accepted job survives a crash and is resumed at start-up;
+- with ``wait`` (the synchronous answer of the original design) an object of up to
+  ``IN_MEMORY_MAX`` bytes is handed to the executor in memory: the request that sent it is
+  still open, so a crash loses nothing the client was told was stored (the job is marked
+  ``interrupted`` at start-up), and the spool's write, fsync, read and delete are saved.
+  Larger objects are spooled as above. At most ``IN_FLIGHT_BYTES`` of in-memory input wait
+  for the executor at once; reading the request pauses until they have been processed.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -26,8 +36,8 @@ from irmsia.db.engine import transaction
 from irmsia.db.jobs import Job
 from irmsia.errors import InvalidDicom, IrmsiaError, NotFound, PayloadTooLarge
 from irmsia.pipeline.executors import Executor
-from irmsia.pipeline.job import JobState
-from irmsia.pipeline.runner import Outcome
+from irmsia.pipeline.job import JobState, spool_key
+from irmsia.pipeline.runner import Outcome, Ticket
 from irmsia.security.policy import Permission, authorize
 from irmsia.storage.base import BlobStore
 from irmsia.usecases.audit import AuditLog
@@ -36,6 +46,8 @@ from irmsia.usecases.context import RequestContext
 
 ZIP_MAGIC = b"PK\x03\x04"
 INGEST = "ingest"
+IN_MEMORY_MAX = 32 << 20  # objects up to this size skip the spool when the caller waits
+IN_FLIGHT_BYTES = 256 << 20  # in-memory input handed to the executor and not yet processed
 
 
 @dataclass(frozen=True)
@@ -104,17 +116,29 @@ class Ingest:
         authorize(ctx.principal, Permission.UPLOAD_IMAGES)
         batch = Batch(batch_id=new_id(), files=[])
         futures: list[tuple[FileResult, Future[Outcome]]] = []
+        in_flight: deque[tuple[Future[Outcome], int]] = deque()
+        held = 0  # bytes of in-memory input in flight
         for received in files:
             try:
                 for incoming in expand_archive(received):
                     item = FileResult(label=incoming.label)
                     batch.files.append(item)
                     try:
-                        item.job_id = self._spool(ctx, batch.batch_id, incoming, options)
+                        ticket = self._receive(ctx, batch.batch_id, incoming, options, in_memory=wait)
                     except IrmsiaError as exc:
                         _reject(item, exc)
                         continue
-                    futures.append((item, self.executor.submit(item.job_id)))
+                    item.job_id = ticket.job_id
+                    future = self.executor.submit(ticket.job_id, ticket.payload, ticket.size)
+                    futures.append((item, future))
+                    if ticket.payload is None:
+                        continue
+                    in_flight.append((future, ticket.size))
+                    held += ticket.size
+                    while in_flight and (held > IN_FLIGHT_BYTES or in_flight[0][0].done()):
+                        done, size = in_flight.popleft()
+                        done.exception()  # waits; the outcome itself is read below
+                        held -= size
             except InvalidDicom as exc:  # a broken archive: its remaining members are lost
                 batch.files.append(_reject(FileResult(label=received.label), exc))
         with transaction(self.sessions) as session:
@@ -133,49 +157,91 @@ class Ingest:
         return batch
 
     def job(self, ctx: RequestContext, job_id: str) -> Job:
-        """A job record (uploaders see their own jobs; admins and radiologists see all)."""
+        """A job record (uploaders see their own jobs; admins and radiologists see all).
+
+        Audited as ``job.read``: its result names the image, study and patient pseudonym.
+        """
         principal = authorize(ctx.principal, Permission.READ_JOBS)
-        with self.sessions() as session:
+        with transaction(self.sessions) as session:
             job = session.get(Job, job_id)
             if job is None or (
                 not principal.can(Permission.MANAGE_JOBS) and job.submitted_by != principal.id
             ):
                 raise NotFound("no such job")
+            self.audit.record(session, ctx, "job.read", resource_type="job", resource_id=job.id)
             return job
 
-    def _spool(
-        self, ctx: RequestContext, batch_id: str, incoming: IncomingFile, options: dict[str, Any]
-    ) -> str:
+    def _receive(
+        self,
+        ctx: RequestContext,
+        batch_id: str,
+        incoming: IncomingFile,
+        options: dict[str, Any],
+        *,
+        in_memory: bool,
+    ) -> Ticket:
+        """Read one object and record its job: in memory when allowed and small, else spooled."""
         job_id = new_id()
-        key = f"spool/{job_id[:2]}/{job_id}.bin"
         counter = _Counter(incoming.data, self.max_object_bytes)
-        sealed = self.cipher.encrypt_stream(f"spool:{job_id}", counter)
+        try:
+            head: list[bytes] = []
+            if in_memory:
+                for piece in counter:
+                    head.append(piece)
+                    if counter.total > IN_MEMORY_MAX:
+                        break
+                else:
+                    if counter.total == 0:
+                        raise InvalidDicom("the file is empty", reason="empty")
+                    payload = b"".join(head)
+                    del head
+                    with transaction(self.sessions) as session:
+                        session.add(self._job(ctx, job_id, batch_id, options, len(payload)))
+                    return Ticket(job_id, payload, len(payload))
+            return self._spool(ctx, batch_id, job_id, itertools.chain(head, counter), counter, options)
+        except BaseException:
+            for _ in counter.rest():  # drain, so the next object of the request can be read
+                pass
+            raise
+
+    def _spool(
+        self,
+        ctx: RequestContext,
+        batch_id: str,
+        job_id: str,
+        pieces: Iterator[bytes],
+        counter: _Counter,
+        options: dict[str, Any],
+    ) -> Ticket:
+        key = spool_key(job_id)
+        sealed = self.cipher.encrypt_stream(f"spool:{job_id}", pieces)
         try:
             self.blobs.put_stream(key, sealed.chunks)
             if counter.total == 0:
                 raise InvalidDicom("the file is empty", reason="empty")
+            job = self._job(ctx, job_id, batch_id, options, counter.total)
+            job.spool_key, job.spool_key_id = key, sealed.wrapped_key.key_id
+            job.spool_wrapped_key = sealed.wrapped_key.ciphertext
             with transaction(self.sessions) as session:
-                session.add(
-                    Job(
-                        id=job_id,
-                        kind=INGEST,
-                        state=JobState.PENDING.value,
-                        batch_id=batch_id,
-                        submitted_by=ctx.actor_id,
-                        spool_key=key,
-                        spool_key_id=sealed.wrapped_key.key_id,
-                        spool_wrapped_key=sealed.wrapped_key.ciphertext,
-                        input_size=counter.total,
-                        options=json.dumps(options, sort_keys=True),
-                        created_at=self.clock(),
-                    )
-                )
+                session.add(job)
         except BaseException:
             self.blobs.delete(key)
-            for _ in counter.rest():  # drain, so the next object of the request can be read
-                pass
             raise
-        return job_id
+        return Ticket(job_id, None, counter.total)
+
+    def _job(
+        self, ctx: RequestContext, job_id: str, batch_id: str, options: dict[str, Any], size: int
+    ) -> Job:
+        return Job(
+            id=job_id,
+            kind=INGEST,
+            state=JobState.PENDING.value,
+            batch_id=batch_id,
+            submitted_by=ctx.actor_id,
+            input_size=size,
+            options=json.dumps(options, sort_keys=True),
+            created_at=self.clock(),
+        )
 
 
 class _Counter(Iterator[bytes]):

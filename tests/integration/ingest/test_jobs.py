@@ -27,9 +27,13 @@ def _queue(container: Container, blob: bytes) -> str:
 class _Paused:
     """An executor that accepts jobs but runs none (a server that died before running them)."""
 
-    def submit(self, job_id: str):  # type: ignore[no-untyped-def]
+    def __init__(self) -> None:
+        self.submitted: list[tuple[str, bytes | None]] = []
+
+    def submit(self, job_id: str, payload: bytes | None = None, size: int = 0):  # type: ignore[no-untyped-def]
         from concurrent.futures import Future
 
+        self.submitted.append((job_id, payload))
         return Future()
 
     def close(self) -> None:
@@ -63,13 +67,74 @@ def test_crash_mid_job_is_cleaned_up_and_resumed_at_start_up(container: Containe
     assert not any(key.startswith("spool/") for key in container.blobs.list(""))
 
 
+def test_a_synchronous_submission_passes_its_input_in_memory_and_spools_nothing(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paused = _Paused()
+    container.ingest.executor = paused
+    import threading
+
+    # wait=True blocks on the job's future; run the submission in a thread and look meanwhile.
+    worker = threading.Thread(
+        target=container.ingest.submit,
+        args=(CLI_CTX, [IncomingFile(data=[to_bytes(make_ct())], label="1")]),
+        daemon=True,
+    )
+    worker.start()
+    for _ in range(200):
+        if paused.submitted:
+            break
+        import time
+
+        time.sleep(0.01)
+    ((job_id, payload),) = paused.submitted
+    assert payload is not None and payload.startswith(b"\x00" * 128)  # the object itself, in memory
+    assert list(container.blobs.list("spool/")) == []  # nothing written, not even encrypted
+    with container.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.spool_key is None and job.state == JobState.PENDING.value
+    # The process dies here: at start-up the job cannot run (its input was in memory) and fails.
+    assert container.runner.pending() == []
+    assert container.runner.recover() == 1
+    outcome = container.runner.outcome(job_id)
+    assert outcome.state is JobState.FAILED and outcome.failure is not None
+    assert outcome.failure.code == "interrupted"
+
+
+def test_objects_over_the_in_memory_limit_are_spooled_even_when_waiting(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from irmsia.usecases import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "IN_MEMORY_MAX", 1024)
+    paused = _Paused()
+    container.ingest.executor = paused
+    import threading
+
+    threading.Thread(
+        target=container.ingest.submit,
+        args=(CLI_CTX, [IncomingFile(data=[to_bytes(make_ct())], label="1")]),
+        daemon=True,
+    ).start()
+    for _ in range(200):
+        if paused.submitted:
+            break
+        import time
+
+        time.sleep(0.01)
+    ((job_id, payload),) = paused.submitted
+    assert payload is None
+    assert [key.split("/")[0] for key in container.blobs.list("spool/")] == ["spool"]
+    assert container.runner.pending() == [job_id]
+
+
 def test_failed_step_leaves_no_orphan_blob_and_no_half_index(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken_index(state) -> None:  # type: ignore[no-untyped-def]
+    def broken_commit(session, states) -> None:  # type: ignore[no-untyped-def]
         raise ValueError("boom with Canaryname in the message")
 
-    monkeypatch.setattr(container.pipeline, "index", broken_index)
+    monkeypatch.setattr(container.pipeline, "commit", broken_commit)
     container.ingest.executor = executors.InlineExecutor(container.runner)
     job_id = _queue(container, to_bytes(make_ct()))
     outcome = container.runner.outcome(job_id)
@@ -88,17 +153,17 @@ def test_failed_step_leaves_no_orphan_blob_and_no_half_index(
 def test_a_failed_job_can_be_requeued_and_then_succeeds(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = container.pipeline.index
+    original = container.pipeline.commit
 
-    def broken_index(state) -> None:  # type: ignore[no-untyped-def]
+    def broken_commit(session, states) -> None:  # type: ignore[no-untyped-def]
         raise ValueError("boom")
 
-    monkeypatch.setattr(container.pipeline, "index", broken_index)
+    monkeypatch.setattr(container.pipeline, "commit", broken_commit)
     container.ingest.executor = executors.InlineExecutor(container.runner)
     job_id = _queue(container, to_bytes(make_ct()))
     assert container.runner.outcome(job_id).state is JobState.FAILED
 
-    monkeypatch.setattr(container.pipeline, "index", original)
+    monkeypatch.setattr(container.pipeline, "commit", original)
     assert container.runner.requeue(job_id) is True
     assert container.runner.requeue(job_id) is False  # pending now, not failed
     outcome = container.runner.run(job_id)
@@ -169,11 +234,11 @@ def test_concurrent_insert_of_the_same_patient_is_retried(
     original = IngestPipeline._index
     calls = {"n": 0}
 
-    def racing_index(self, session, state, now):  # type: ignore[no-untyped-def]
+    def racing_index(self, session, todo, now):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 1:  # as if another worker had inserted this patient first
             raise DbIntegrityError("INSERT", {}, Exception("unique constraint"))
-        return original(self, session, state, now)
+        return original(self, session, todo, now)
 
     monkeypatch.setattr(IngestPipeline, "_index", racing_index)
     container.ingest.executor = executors.InlineExecutor(container.runner)

@@ -115,3 +115,20 @@ def test_sweep_ignores_blobs_and_fresh_temporary_files(tmp_path: Path) -> None:
     assert not temp.exists()
     assert store.get("objects/k.bin") == b"keep"
     assert FilesystemBlobStore(tmp_path / "absent").sweep_temporary(max_age_s=0, now=mtime) == 0
+
+
+def test_a_new_directory_is_flushed_into_its_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A blob fsynced inside a directory whose own entry was never flushed can vanish with
+    # that directory on a power cut: every directory the store creates is flushed in its parent.
+    from irmsia.storage import filesystem
+
+    flushed: list[Path] = []
+    real = filesystem.fsync_directory
+    monkeypatch.setattr(filesystem, "fsync_directory", lambda d: (flushed.append(Path(d)), real(d))[1])
+    store = FilesystemBlobStore(tmp_path / "root")
+    store.put("objects/ab/job1/one.bin", b"x")
+    created = [tmp_path / "root", tmp_path / "root/objects", tmp_path / "root/objects/ab"]
+    assert all(parent in flushed for parent in [tmp_path, *created])
+    flushed.clear()
+    store.put("objects/ab/job1/two.bin", b"y")
+    assert flushed == [tmp_path / "root/objects/ab/job1"]  # nothing new: only the file's rename
