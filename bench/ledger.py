@@ -3,6 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python bench/ledger.py                  # 10**6 entries, a few minutes
+    .venv/bin/python bench/ledger.py --quick          # 10**5 entries, well under a minute
     .venv/bin/python bench/ledger.py --entries 100000
 
 Everything runs in a temporary directory (a SQLite file, a filesystem blob store) that is
@@ -15,8 +16,13 @@ removed at the end. Each figure has a baseline measured in the same run:
 * verification: reading and hashing the same blob files directly (``Path.read_bytes`` +
   SHA-256), and reading and hashing the entry rows with one plain ``SELECT`` for the log scan.
 
-Targets: >= 20,000 batched appends/s and <= 1 ms per proof at 10**6 entries. Exit status 1
-when a target is missed.
+Proof size must grow as O(log n): inclusion and consistency proofs are measured (size and
+time) at tree sizes 10**3, 10**4, ... up to the log size, printed beside log2 n, and checked
+against the RFC 9162 bound of ceil(log2 n) + 1 hashes (inclusion proofs need at most
+ceil(log2 n), consistency proofs one more).
+
+Targets: >= 20,000 batched appends/s, <= 1 ms per proof at 10**6 entries, and every measured
+proof within the size bound. Exit status 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import secrets
 import shutil
@@ -168,10 +175,76 @@ def bench_proofs(
     }
 
 
+def proof_size_bound(size: int) -> int:
+    """The most hashes an RFC 9162 proof for a tree of ``size`` leaves holds: ceil(log2 size) + 1."""
+    return (size - 1).bit_length() + 1  # (size - 1).bit_length() == ceil(log2 size) for size >= 1
+
+
+def scaling_sizes(n: int) -> list[int]:
+    """The tree sizes the proof-scaling check measures: 10**3, 10**4, ... below ``n``, then ``n``."""
+    sizes = [10**k for k in range(3, 13) if 10**k < n]
+    return [*sizes, n]
+
+
+def bench_proof_scaling(
+    sessions: sessionmaker[Session], ledger: Ledger, n: int, samples: int, rng: random.Random
+) -> list[dict[str, float]]:
+    """Proof size and time at each of ``scaling_sizes(n)``, on the SQL log of ``n`` entries.
+
+    A proof for a smaller tree size comes from the same stored tree (RFC 9162 proofs may be
+    asked for any size up to the current one). Besides ``samples`` random requests per size, the
+    first and last entries and the sizes next to the largest power of two are always asked
+    for, as they give the longest proofs; one proof of each kind is verified against the root.
+    """
+    rows = []
+    with sessions() as session:
+        tree = ledger.tree(session)
+        for size in scaling_sizes(n):
+            split = 1 << ((size - 1).bit_length() - 1) if size > 1 else 1
+            indices = [0, size - 1, size // 2, *(rng.randrange(size) for _ in range(samples))]
+            firsts = sorted(
+                {
+                    1,
+                    max(size - 1, 1),
+                    split,
+                    min(split + 1, size),
+                    *(rng.randrange(1, size) for _ in range(samples)),
+                }
+            )
+            incl_us = _per_call_us(lambda i, size=size: ledger.inclusion_proof(session, i, size), indices)
+            cons_us = _per_call_us(lambda m, size=size: ledger.consistency_proof(session, m, size), firsts)
+            incl_len = [len(ledger.inclusion_proof(session, i, size)) for i in indices]
+            cons_len = [len(ledger.consistency_proof(session, m, size)) for m in firsts]
+            root = tree.root(size)
+            index = indices[-1]
+            verify_inclusion(
+                tree.leaf_hash_at(index), index, size, ledger.inclusion_proof(session, index, size), root
+            )
+            first = firsts[len(firsts) // 2]
+            verify_consistency(
+                first, size, ledger.consistency_proof(session, first, size), tree.root(first), root
+            )
+            rows.append(
+                {
+                    "size": size,
+                    "log2": math.log2(size),
+                    "bound": proof_size_bound(size),
+                    "incl_us": incl_us,
+                    "incl_mean": statistics.mean(incl_len),
+                    "incl_max": max(incl_len),
+                    "cons_us": cons_us,
+                    "cons_mean": statistics.mean(cons_len),
+                    "cons_max": max(cons_len),
+                    "requests": len(indices) + len(firsts),
+                }
+            )
+    return rows
+
+
 def bench_log_scan(
     sessions: sessionmaker[Session], ledger: Ledger, blobs: BlobStore, n: int
 ) -> dict[str, float]:
-    audit = AuditLog(sessions=sessions, clock=_clock)
+    audit = AuditLog(sessions=sessions, clock=_clock, log=ledger)
     verification = Verification(sessions=sessions, ledger=ledger, blobs=blobs, audit=audit, clock=_clock)
     with transaction(sessions) as session:
         ledger.sign_checkpoint(session)
@@ -236,7 +309,7 @@ def bench_blobs(work: Path, objects: int, size_mib: int) -> dict[str, float]:
         sessions=sessions,
         ledger=ledger,
         blobs=blobs,
-        audit=AuditLog(sessions=sessions, clock=_clock),
+        audit=AuditLog(sessions=sessions, clock=_clock, log=ledger),
         clock=_clock,
     )
     verification.run(CTX, VerifyScope(), trigger="scheduled")  # warm the page cache for both sides
@@ -261,7 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=2000, help="proofs timed per kind")
     parser.add_argument("--blobs", type=int, default=64, help="blobs re-hashed by the verification bench")
     parser.add_argument("--blob-mib", type=int, default=1, help="size of each blob in MiB")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smaller run: 10**5 entries, 1,000 single appends, 500 proofs per kind, 16 blobs",
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.entries, args.singles, args.samples, args.blobs = 100_000, 1000, 500, 16
     n = max(args.entries, args.singles + 2)
     rng = random.Random(20260301)
     began = time.perf_counter()
@@ -300,6 +380,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  ratio {proofs['cons_us'] / proofs['cons_mem_us']:6.1f}x  size {proofs['cons_len_mean']:.1f}"
             f" hashes (max {proofs['cons_len_max']}, {proofs['cons_len_max'] * 32} B)"
         )
+        scaling = bench_proof_scaling(sessions, ledger, n, min(args.samples, 1000), rng)
+        print("proof size vs tree size (SQL store; random requests plus the longest cases per size)")
+        print(
+            "         n  log2 n   inclusion ms  hashes mean/max   consistency ms  hashes mean/max"
+            "   bound  max/log2 n"
+        )
+        ok_size = True
+        for row in scaling:
+            fits = max(row["incl_max"], row["cons_max"]) <= row["bound"]
+            ok_size = ok_size and fits
+            print(
+                f"  {row['size']:>9,} {row['log2']:6.2f}   {row['incl_us'] / 1000:10.3f}  "
+                f"{row['incl_mean']:7.1f} / {row['incl_max']:<3}   {row['cons_us'] / 1000:12.3f}  "
+                f"{row['cons_mean']:7.1f} / {row['cons_max']:<3}   {row['bound']:5}"
+                f"  {max(row['incl_max'], row['cons_max']) / row['log2']:6.2f}  {'PASS' if fits else 'FAIL'}"
+            )
         scan = bench_log_scan(sessions, ledger, create_blob_store("memory"), n)
         print(
             f"log verification (entries vs leaves vs signed root): {scan['entries_per_s']:10,.0f} entries/s;"
@@ -320,8 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok_proof = max(proofs["incl_us"], proofs["cons_us"]) / 1000 <= TARGET_PROOF_MS
         print(f"targets: batched appends >= {TARGET_APPENDS_PER_S:,}/s {'PASS' if ok_append else 'FAIL'};")
         print(f"         proof generation <= {TARGET_PROOF_MS} ms at {n:,} {'PASS' if ok_proof else 'FAIL'}")
+        print(f"         proof size <= ceil(log2 n) + 1 hashes at every size {'PASS' if ok_size else 'FAIL'}")
         print(f"total wall time: {time.perf_counter() - began:.1f} s")
-        return 0 if ok_append and ok_proof else 1
+        return 0 if ok_append and ok_proof and ok_size else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

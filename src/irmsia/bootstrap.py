@@ -36,13 +36,17 @@ if TYPE_CHECKING:
     from irmsia.pipeline.executors import Executor
     from irmsia.pipeline.ingest import IngestConfig, IngestPipeline
     from irmsia.pipeline.runner import JobRunner
+    from irmsia.security.oidc import OIDCVerifier
     from irmsia.storage.base import BlobStore
     from irmsia.usecases.analyze import Analyze
     from irmsia.usecases.ingest import Ingest
+    from irmsia.usecases.jobs import Jobs
     from irmsia.usecases.keys import Keys
+    from irmsia.usecases.oidc_login import OIDCLogin
     from irmsia.usecases.reports import Reports
     from irmsia.usecases.retrieve import Retrieve
     from irmsia.usecases.search import Search
+    from irmsia.usecases.status import SystemStatus
 
 from irmsia.usecases.ledger import LedgerServices, build_ledger_services
 
@@ -73,7 +77,10 @@ class Container:
     ledger: LedgerServices
     analyze: Analyze
     reports: Reports
+    jobs: Jobs
+    status: SystemStatus
     closers: list[Any] = field(default_factory=list)
+    oidc_login: OIDCLogin | None = None  # the portal's "Sign in with …", when OIDC_CLIENT_ID is set
 
     def resume_jobs(self) -> int:
         """Start-up: clean up after jobs a crash interrupted and queue every pending job again."""
@@ -221,6 +228,32 @@ def configure_process() -> None:
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
+def build_oidc_login(
+    settings: Settings, verifier: OIDCVerifier, http: httpx.Client, audit: AuditLog, clock: Clock
+) -> OIDCLogin | None:
+    """The portal's authorization-code sign-in (with OIDC_CLIENT_ID), sharing the verifier's caches."""
+    if not settings.OIDC_CLIENT_ID:
+        return None
+    from irmsia.security.oidc_client import TokenEndpoint
+    from irmsia.usecases.oidc_login import OIDCLogin
+
+    secret = settings.OIDC_CLIENT_SECRET
+    return OIDCLogin(
+        verifier=verifier,
+        tokens=TokenEndpoint(
+            http,
+            client_id=settings.OIDC_CLIENT_ID,
+            client_secret=secret.get_secret_value() if secret is not None else None,
+            redirect_uri=settings.oidc_redirect_uri,
+        ),
+        audit=audit,
+        clock=clock,
+        scopes=settings.OIDC_SCOPES,
+        provider_name=settings.OIDC_PROVIDER_NAME,
+        post_logout_redirect_uri=settings.oidc_post_logout_redirect_uri,
+    )
+
+
 def build_container(
     settings: Settings, *, clock: Clock = utc_now, upgrade: bool | None = None, executor: str | None = None
 ) -> Container:
@@ -233,11 +266,17 @@ def build_container(
         raise ConfigError("the database schema is not current; run `irmsia db upgrade`")
     sessions = make_session_factory(engine)
     closers: list[Any] = []
-    audit = AuditLog(sessions=sessions, clock=clock)
+    from irmsia.ledger.checkpoint import NoteSigner
+    from irmsia.ledger.service import Ledger
+
+    signer = NoteSigner.from_string(settings.secret("LEDGER_SIGNING_KEY").decode())
+    log = Ledger(signer, origin=settings.LEDGER_ORIGIN, clock=clock)
+    audit = AuditLog(sessions=sessions, clock=clock, log=log)  # every audit record becomes a log entry
     passwords = Passwords(
         PasswordHasher(time_cost=settings.ARGON2_TIME_COST, memory_cost=settings.ARGON2_MEMORY_KIB)
     )
     oidc = None
+    oidc_login = None
     if settings.OIDC_ISSUER:
         from irmsia.security.oidc import OIDCVerifier
 
@@ -252,6 +291,7 @@ def build_container(
             jwks_url=settings.OIDC_JWKS_URL or None,
             clock=clock,
         )
+        oidc_login = build_oidc_login(settings, oidc, http, audit, clock)
     auth = Authenticator(
         sessions=sessions,
         clock=clock,
@@ -265,8 +305,6 @@ def build_container(
         oidc=oidc,
     )
     from irmsia.domain.deid import Deidentifier
-    from irmsia.ledger.checkpoint import NoteSigner
-    from irmsia.ledger.service import Ledger
     from irmsia.pipeline.executors import InlineExecutor, ProcessExecutor, ThreadExecutor
     from irmsia.pipeline.ingest import IngestPipeline
     from irmsia.pipeline.runner import JobRunner
@@ -276,13 +314,12 @@ def build_container(
     from irmsia.usecases.search import Search
 
     blobs = build_blob_store(settings)
-    signer = NoteSigner.from_string(settings.secret("LEDGER_SIGNING_KEY").decode())
     ledger = build_ledger_services(
         sessions=sessions,
         clock=clock,
-        audit=audit,  # registers the ledger's audit hook: every audit record becomes a log entry
+        audit=audit,
         blobs=blobs,
-        ledger=Ledger(signer, origin=settings.LEDGER_ORIGIN, clock=clock),
+        ledger=log,
         anchors=build_anchors(settings),
     )
     closers.append(ledger.close)
@@ -297,7 +334,6 @@ def build_container(
         config=build_ingest_config(settings),
         clock=clock,
         audit=audit,
-        object_hooks=[ledger.ledger.register_objects],
     )
     runner = JobRunner(sessions, blobs, cipher, clock, [pipeline])
     kind = executor or settings.INGEST_EXECUTOR
@@ -320,7 +356,9 @@ def build_container(
     )
     from irmsia.ai.factory import build_runner
     from irmsia.usecases.analyze import Analyze
+    from irmsia.usecases.jobs import Jobs
     from irmsia.usecases.reports import Reports
+    from irmsia.usecases.status import SystemStatus
 
     retrieve = Retrieve(sessions=sessions, blobs=blobs, cipher=cipher, audit=audit, clock=clock)
     ai_runner = build_runner(build_ai_config(settings), clock=clock)
@@ -329,7 +367,7 @@ def build_container(
         sessions=sessions, runner=ai_runner, retrieve=retrieve, ledger=ledger.ledger, audit=audit, clock=clock
     )
     if settings.AI_AUTO_ANALYZE:
-        pipeline.analyzer = analyze.analyze_dataset
+        pipeline.analyzer = analyze.auto_analyze
     return Container(
         settings=settings,
         engine=engine,
@@ -358,5 +396,8 @@ def build_container(
             audit=audit,
             clock=clock,
         ),
+        jobs=Jobs(sessions=sessions, audit=audit, clock=clock, runner=runner, executor=pool),
+        status=SystemStatus(sessions=sessions, provider=keys, backend=settings.STORAGE_BACKEND),
         closers=closers,
+        oidc_login=oidc_login,
     )

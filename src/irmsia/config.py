@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     HOST: str = Field("127.0.0.1", description="address `irmsia serve` binds")
     PORT: int = Field(8000, ge=1, le=65535, description="port `irmsia serve` binds")
     PUBLIC_URL: str = Field(
-        "", description="external base URL, used in printed links (default http://HOST:PORT)"
+        "",
+        description="external base URL, used in printed links and the OIDC redirect URI (default http://HOST:PORT)",
     )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
@@ -71,6 +72,11 @@ class Settings(BaseSettings):
     )
     ENCRYPTION_KEY: SecretStr | None = Field(
         None, description="key-encryption key: 64 hex characters (32 bytes)"
+    )
+    ENCRYPTION_KEY_FILE: Path | None = Field(
+        None,
+        description="file holding ENCRYPTION_KEY (64 hex characters); excludes ENCRYPTION_KEY; "
+        "mode 0600 or stricter required in production",
     )
     PSEUDONYM_KEY: SecretStr | None = Field(
         None, description="HMAC key for patient pseudonyms, UID and date-shift derivation (≥ 32 characters)"
@@ -102,6 +108,18 @@ class Settings(BaseSettings):
     OIDC_ROLE_MAP: dict[str, str] = Field(
         default_factory=dict,
         description='JSON map from IdP role to IRMSIA role, e.g. {"Radiology": "radiologist"}',
+    )
+    OIDC_CLIENT_ID: str = Field(
+        "", description="the portal's client id at the IdP; enables 'Sign in with …' (needs OIDC_ISSUER)"
+    )
+    OIDC_CLIENT_SECRET: SecretStr | None = Field(
+        None, description="client secret of a confidential client (client_secret_basic); unset: public client"
+    )
+    OIDC_SCOPES: str = Field(
+        "openid profile email", description="scopes the portal asks for; must include openid"
+    )
+    OIDC_PROVIDER_NAME: str = Field(
+        "single sign-on", description="provider name on the sign-in button ('Sign in with …')"
     )
 
     # --- limits ------------------------------------------------------------------
@@ -326,6 +344,31 @@ class Settings(BaseSettings):
                 raise ValueError("must be valid JSON") from None
         return value
 
+    @field_validator("OIDC_CLIENT_SECRET")
+    @classmethod
+    def _optional_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty means unset: a public client (PKCE only).
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("OIDC_SCOPES")
+    @classmethod
+    def _scopes(cls, value: str) -> str:
+        scopes = value.split()
+        # RFC 6749 §3.3: scope tokens are printable ASCII without space, '"' or '\\'.
+        if any(not all(0x21 <= ord(ch) <= 0x7E and ch not in '"\\' for ch in scope) for scope in scopes):
+            raise ValueError("must be space-separated scope names of printable ASCII")
+        if "openid" not in scopes:
+            raise ValueError(f"must include openid; got {value.strip()!r}")
+        return " ".join(dict.fromkeys(scopes))
+
+    @field_validator("OIDC_PROVIDER_NAME")
+    @classmethod
+    def _provider_name(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value or len(value) > 64:
+            raise ValueError("must be 1 to 64 characters")
+        return value
+
     @field_validator("DATABASE_URL")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -341,10 +384,18 @@ class Settings(BaseSettings):
             raise ValueError("PORTAL_COOKIE_SECURE=never is refused in production")
         if self.OIDC_ISSUER and not self.OIDC_AUDIENCE:
             raise ValueError("OIDC_AUDIENCE must be set when OIDC_ISSUER is set")
+        if self.OIDC_CLIENT_ID and not self.OIDC_ISSUER:
+            raise ValueError("OIDC_ISSUER must be set when OIDC_CLIENT_ID is set")
+        if self.OIDC_CLIENT_SECRET is not None and not self.OIDC_CLIENT_ID:
+            raise ValueError("OIDC_CLIENT_ID must be set when OIDC_CLIENT_SECRET is set")
+        if self.OIDC_CLIENT_ID:
+            _check_public_url(self.PUBLIC_URL, self.is_production)
         if self.STORAGE_BACKEND == "s3" and not self.S3_BUCKET:
             raise ValueError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
         if "fabric" in self.anchors and not self.FABRIC_GATEWAY_URL:
             raise ValueError("FABRIC_GATEWAY_URL must be set when BLOCKCHAIN_TYPE includes fabric")
+        if self.ENCRYPTION_KEY is not None and self.ENCRYPTION_KEY_FILE is not None:
+            raise ValueError("ENCRYPTION_KEY and ENCRYPTION_KEY_FILE exclude each other; set only one")
         if self.KEY_PROVIDER == "vault" and not (self.VAULT_ADDR and self.VAULT_TOKEN):
             raise ValueError("VAULT_ADDR and VAULT_TOKEN must be set when KEY_PROVIDER=vault")
         return self
@@ -375,6 +426,16 @@ class Settings(BaseSettings):
         return self.PUBLIC_URL.rstrip("/") or f"http://{self.HOST}:{self.PORT}"
 
     @property
+    def oidc_redirect_uri(self) -> str:
+        """Where the IdP sends the browser back after sign-in (register it at the IdP)."""
+        return f"{self.public_url}/portal/oidc/callback"
+
+    @property
+    def oidc_post_logout_redirect_uri(self) -> str:
+        """Where the IdP sends the browser after signing out there (register it too)."""
+        return f"{self.public_url}/portal/login"
+
+    @property
     def anchors(self) -> list[str]:
         return [kind for kind in self.BLOCKCHAIN_TYPE.split(",") if kind]
 
@@ -387,11 +448,14 @@ class Settings(BaseSettings):
         return bytes.fromhex(raw) if name == "ENCRYPTION_KEY" else raw.encode()
 
     def as_env(self) -> dict[str, str]:
-        """Every setting as environment strings, secrets revealed: for worker processes only."""
+        """Every setting as environment strings, secrets revealed: for worker processes only.
+
+        With ENCRYPTION_KEY_FILE the key itself is left out: the worker reads the file.
+        """
         out: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if value is None:
+            if value is None or (name == "ENCRYPTION_KEY" and self.ENCRYPTION_KEY_FILE is not None):
                 continue
             if isinstance(value, SecretStr):
                 out[name] = value.get_secret_value()
@@ -418,6 +482,21 @@ class Settings(BaseSettings):
                 out[name] = str(value.value if isinstance(value, StrEnum) else value)
         out["DATABASE_URL"] = _mask_url(self.database_url)
         return out
+
+
+def _check_public_url(value: str, production: bool) -> None:
+    """PUBLIC_URL makes the OIDC redirect URI: a plain origin (and path), https in production."""
+    from urllib.parse import urlsplit
+
+    if not value:
+        if production:
+            raise ValueError("PUBLIC_URL must be set when OIDC_CLIENT_ID is set in production")
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"PUBLIC_URL must be an http(s) URL without query or fragment; got {value!r}")
+    if production and parts.scheme != "https":
+        raise ValueError("PUBLIC_URL must be an https:// URL when OIDC_CLIENT_ID is set in production")
 
 
 def _mask_url(url: str) -> str:
@@ -459,7 +538,27 @@ def load_settings(env: Mapping[str, str] | None = None, *, env_file: str | Path 
             settings = Settings.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(_first_error_line(exc)) from None
-    return _complete_secrets(settings)
+    return _complete_secrets(_read_key_file(settings))
+
+
+def _read_key_file(settings: Settings) -> Settings:
+    """Load ENCRYPTION_KEY from ENCRYPTION_KEY_FILE, when that is set.
+
+    A key file that group or others may access (any of mode 0o077) is refused in production
+    and logged as a warning elsewhere, like ssh does with private keys.
+    """
+    path = settings.ENCRYPTION_KEY_FILE
+    if path is None:
+        return settings
+    from irmsia.crypto.keys import read_master_key_file
+
+    key_file = read_master_key_file(path)
+    if key_file.exposed:
+        problem = f"ENCRYPTION_KEY_FILE {path} is accessible by group or others (mode {key_file.mode:04o})"
+        if settings.is_production:
+            raise ConfigError(f"{problem}; run `chmod 600` on it (refused in production)")
+        log.warning("%s; run `chmod 600` on it (refused in production)", problem)
+    return settings.model_copy(update={"ENCRYPTION_KEY": SecretStr(key_file.key.hex())})
 
 
 def _complete_secrets(settings: Settings) -> Settings:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,7 +157,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         container.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # Playwright's loop ends with the browser tests, not the session
 def chromium() -> Iterator[Browser]:
     if MISSING is not None:
         pytest.skip(MISSING)
@@ -170,15 +171,15 @@ def chromium() -> Iterator[Browser]:
             browser.close()
 
 
-@pytest.fixture
-def page(chromium: Browser, live: LiveServer) -> Iterator[Page]:
-    """A page in a fresh context (no cookies), laptop-sized.
+@contextmanager
+def watched_page(chromium: Browser, base_url: str) -> Iterator[Page]:
+    """A page in a fresh context (no cookies), laptop-sized, on ``base_url``.
 
     Fails the test on any script error or console error (a Content Security Policy violation
     shows up there); refused resources are expected in access tests and are not counted.
     """
     context = chromium.new_context(
-        base_url=live.url, viewport={"width": 1366, "height": 860}, accept_downloads=True
+        base_url=base_url, viewport={"width": 1366, "height": 860}, accept_downloads=True
     )
     context.set_default_timeout(TIMEOUT_MS)
     problems: list[str] = []
@@ -197,6 +198,13 @@ def page(chromium: Browser, live: LiveServer) -> Iterator[Page]:
     assert problems == []
 
 
+@pytest.fixture
+def page(chromium: Browser, live: LiveServer) -> Iterator[Page]:
+    """A watched page (see ``watched_page``) on the seeded server."""
+    with watched_page(chromium, live.url) as opened:
+        yield opened
+
+
 def sign_in(page: Page, role: str) -> None:
     """Sign in through the login form as the seeded account of ``role``."""
     page.goto("/portal/login")
@@ -212,3 +220,29 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def free_socket() -> socket.socket:
+    """A listening-ready socket bound to a free loopback port (bind first, so a URL can be known before the app)."""
+    return _free_socket()
+
+
+@contextmanager
+def serving(app: Any, sock: socket.socket) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread on ``sock`` until the block ends; yields its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", ws="none", lifespan="off", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -137,7 +137,10 @@ def test_viewer_changes_the_window_and_scrolls_through_slices(page: Page, live: 
     sign_in(page, "radiologist")
     page.goto(f"/portal/studies/{live.study_id}")
     page.locator(".series-thumb img").first.wait_for()
-    assert page.locator(".series-thumb img").first.evaluate("img => img.complete && img.naturalWidth > 0")
+    # Wait for the thumbnail to load (it is fetched after the page, so an immediate check races).
+    page.wait_for_function(
+        "() => { const img = document.querySelector('.series-thumb img'); return img.complete && img.naturalWidth > 0; }"
+    )
     screenshot(page, "study")
     page.get_by_role("link", name=re.compile("Open viewer")).first.click()
     page.wait_for_url(re.compile(r"/portal/series/"))

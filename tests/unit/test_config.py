@@ -127,3 +127,118 @@ def test_env_file_is_read_when_no_mapping_is_given(tmp_path: Path, monkeypatch: 
     settings = load_settings(env_file=env_file)
     assert settings.PORT == 8123
     assert settings.AI_PROVIDER == "mock"
+
+
+# --- ENCRYPTION_KEY_FILE ---------------------------------------------------------------
+
+
+def _key_file(tmp_path: Path, content: str = KEY + "\n", mode: int = 0o600) -> Path:
+    path = tmp_path / "kek.hex"
+    path.write_text(content, encoding="ascii")
+    path.chmod(mode)
+    return path
+
+
+def _production(tmp_path: Path, **env: str) -> dict[str, str]:
+    return {
+        "IRMSIA_DATA_DIR": str(tmp_path / "data"),
+        "IRMSIA_ENV": "production",
+        "SECRET_KEY": "s" * 40,
+        "PSEUDONYM_KEY": "p" * 40,
+        "LEDGER_SIGNING_KEY": LEDGER_TEST_KEY,
+        **env,
+    }
+
+
+def test_key_file_provides_the_encryption_key(tmp_path: Path) -> None:
+    path = _key_file(tmp_path, "  " + KEY.upper() + "\r\n")
+    settings = load_settings({"IRMSIA_DATA_DIR": str(tmp_path / "data"), "ENCRYPTION_KEY_FILE": str(path)})
+    assert settings.secret("ENCRYPTION_KEY") == bytes.fromhex(KEY)
+    # No development key was generated in its place.
+    generated = (tmp_path / "data" / "secrets.json").read_text(encoding="utf-8")
+    assert "ENCRYPTION_KEY" not in generated
+    assert settings.masked()["ENCRYPTION_KEY"] == "********"
+    assert KEY not in str(settings.masked())
+
+
+def test_key_file_in_production_with_mode_0600_is_accepted(tmp_path: Path) -> None:
+    path = _key_file(tmp_path, mode=0o400)
+    settings = load_settings(_production(tmp_path, ENCRYPTION_KEY_FILE=str(path)))
+    assert settings.secret("ENCRYPTION_KEY") == bytes.fromhex(KEY)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_key_file_open_to_group_or_others_is_refused_in_production(tmp_path: Path, mode: int) -> None:
+    path = _key_file(tmp_path, mode=mode)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_production(tmp_path, ENCRYPTION_KEY_FILE=str(path)))
+    message = str(caught.value)
+    assert message == (
+        f"ENCRYPTION_KEY_FILE {path} is accessible by group or others (mode {mode:04o}); "
+        "run `chmod 600` on it (refused in production)"
+    )
+    assert KEY not in message
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_key_file_open_to_others_is_only_a_warning_in_development(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _key_file(tmp_path, mode=0o644)
+    settings = load_settings({"IRMSIA_DATA_DIR": str(tmp_path / "data"), "ENCRYPTION_KEY_FILE": str(path)})
+    assert settings.secret("ENCRYPTION_KEY") == bytes.fromhex(KEY)
+    assert f"ENCRYPTION_KEY_FILE {path} is accessible by group or others (mode 0644)" in caplog.text
+    assert KEY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("ab" * 20, "must hold 64 hex characters (32 bytes); it holds 40 characters"),
+        ("zz" * 32, "must hold 64 hex characters (32 bytes); it contains other characters"),
+        ("ab" * 16 + " " + "ab" * 16, "must hold 64 hex characters (32 bytes); it holds 65 characters"),
+        ("", "must hold 64 hex characters (32 bytes); it holds 0 characters"),
+        ("ab" * 1000, "must hold 64 hex characters (32 bytes); it is longer than 1024 bytes"),
+    ],
+)
+def test_key_file_with_bad_content_stops_with_one_line(tmp_path: Path, content: str, message: str) -> None:
+    path = _key_file(tmp_path, content)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"IRMSIA_DATA_DIR": str(tmp_path / "data"), "ENCRYPTION_KEY_FILE": str(path)})
+    assert str(caught.value) == f"ENCRYPTION_KEY_FILE {path} {message}"
+
+
+def test_missing_key_file_stops_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "kek.hex"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"IRMSIA_DATA_DIR": str(tmp_path / "data"), "ENCRYPTION_KEY_FILE": str(path)})
+    assert str(caught.value) == f"ENCRYPTION_KEY_FILE {path} does not exist"
+
+
+def test_key_file_that_is_a_folder_stops_with_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"IRMSIA_DATA_DIR": str(tmp_path / "data"), "ENCRYPTION_KEY_FILE": str(tmp_path)})
+    assert str(caught.value) == f"ENCRYPTION_KEY_FILE {tmp_path} is not a regular file"
+
+
+def test_key_and_key_file_exclude_each_other(tmp_path: Path) -> None:
+    path = _key_file(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "IRMSIA_DATA_DIR": str(tmp_path / "data"),
+                "ENCRYPTION_KEY": "cd" * 32,
+                "ENCRYPTION_KEY_FILE": str(path),
+            }
+        )
+    assert str(caught.value) == "ENCRYPTION_KEY and ENCRYPTION_KEY_FILE exclude each other; set only one"
+
+
+def test_worker_settings_carry_the_key_file_not_the_key(tmp_path: Path) -> None:
+    path = _key_file(tmp_path)
+    settings = load_settings({"IRMSIA_DATA_DIR": str(tmp_path / "data"), "ENCRYPTION_KEY_FILE": str(path)})
+    env = settings.as_env()
+    assert "ENCRYPTION_KEY" not in env and env["ENCRYPTION_KEY_FILE"] == str(path)
+    assert KEY not in str(env)
+    assert load_settings(env).secret("ENCRYPTION_KEY") == bytes.fromhex(KEY)

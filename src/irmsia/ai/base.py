@@ -90,6 +90,8 @@ class ImageMeta:
 
     ``additional_context`` is the requester's free text; callers must keep patient data out of it.
     ``modality`` and ``body_part`` are upper-case DICOM terms ("CR", "CHEST"), "" when unknown.
+    ``pixel_spacing`` is (row, column) spacing in mm (Pixel Spacing, or Imager Pixel Spacing for
+    projection radiographs that have it), None when absent or unusable.
     """
 
     modality: str = ""
@@ -102,6 +104,7 @@ class ImageMeta:
     frame_index: int = 0
     bits_stored: int | None = None
     additional_context: str = ""
+    pixel_spacing: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,7 +15,7 @@ from irmsia.ai.base import InputSpec, ModelInfo, PreparedImage, Provider, Provid
 from irmsia.ai.schema import Severity
 
 NO_DIAGNOSIS = "No diagnostic assessment: image quality control only"
-QC_VERSION = "1"
+QC_VERSION = "2"  # bumped when checks or thresholds change: results are not comparable across versions
 
 _ADVICE = {
     "qc.blank": "Check the acquisition and the pixel data: the image is blank",
@@ -28,6 +28,7 @@ _ADVICE = {
     "qc.hu_range": "Check Rescale Slope and Rescale Intercept of the CT images",
     "qc.colour": "Check the export settings: radiographs are expected in grayscale",
     "qc.body_part": "Check the Body Part Examined of the study",
+    "qc.pixel_spacing": "Check Pixel Spacing / Imager Pixel Spacing: measurements on this image may be wrong",
     "qc.matrix": "Check that the original resolution image was sent, not a thumbnail",
 }
 

@@ -32,6 +32,16 @@ from irmsia.errors import AIError, ProviderUnavailable
 Task = Literal["auto", "classification", "image-to-text"]
 _NORMAL_NAMES = frozenset({"normal", "no finding", "no_finding", "no findings"})
 _TEXT_MODEL_TYPES = frozenset({"vision-encoder-decoder", "git", "blip", "blip-2", "pix2struct"})
+# Files one of which holds a tokenizer's vocabulary. Without any, transformers may build an empty
+# tokenizer silently (GIT's processor does), and every caption would then decode to nothing.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+)
 # What transformers raises for a directory it cannot load (missing or inconsistent files).
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError)
 
@@ -119,6 +129,8 @@ class HuggingFaceProvider(Provider):
         self._tokenizer: Any = None
 
     def _load_generator(self, transformers: Any, directory: Path) -> None:
+        if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+            raise ProviderUnavailable("the image-to-text model directory has no tokenizer files")
         self._model = transformers.AutoModelForImageTextToText.from_pretrained(
             str(directory), local_files_only=True
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
 
 from irmsia.ai.base import ImageInput, ImageMeta
@@ -90,7 +91,30 @@ def image_meta(ds: Dataset, context: AnalysisContext | None = None, frame_index:
         frame_index=frame_index,
         bits_stored=_int(bits, 0) or None,
         additional_context=context.additional_context,
+        pixel_spacing=_spacing(ds),
     )
+
+
+def _spacing(ds: Dataset) -> tuple[float, float] | None:
+    """(row, column) spacing in mm: Imager Pixel Spacing (detector plane) first, else Pixel Spacing.
+
+    Projection radiographs describe the detector in Imager Pixel Spacing; Pixel Spacing there may
+    be calibrated to the patient. Either gives the physical size the quality checks compare. A
+    value that is not two finite numbers is None (not assessed); zero or negative ones are kept,
+    so the checks can report them.
+    """
+    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
+        value = ds.get(keyword)
+        if value is None or value == "":
+            continue
+        try:
+            numbers = [float(item) for item in (value if isinstance(value, MultiValue | list) else [value])]
+        except (TypeError, ValueError):
+            return None
+        if len(numbers) == 2 and all(np.isfinite(numbers)):
+            return numbers[0], numbers[1]
+        return None
+    return None
 
 
 def image_input(

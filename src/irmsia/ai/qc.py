@@ -15,7 +15,9 @@ disease; they describe the image as an image:
   Photometric Interpretation is wrong;
 - collimation / field of view (projection radiographs): share of the image in uniform border lines;
 - consistency: CT values outside the Hounsfield scale or apparently un-rescaled, colour
-  radiographs, mammography of another body part, small matrices.
+  radiographs, small matrices, a body part not plausible for the modality
+  (``PLAUSIBLE_BODY_PARTS``), and a physical size (matrix x pixel spacing) not plausible for the
+  modality (``PLAUSIBLE_SIDE_MM``): these say the header is probably wrong, nothing about the patient.
 
 Thresholds are deliberately lenient: each finding is a prompt to look, not a verdict.
 """
@@ -33,6 +35,34 @@ _SAMPLE = 1 << 18  # pixels sampled for medians and percentiles
 _NOISE_SCALE = 1.4826 / 6.0  # MAD → sigma, and the mask's gain for white noise (sqrt(sum k^2) = 6)
 _UNIFORM_LINE_STD = 1.0  # display levels: a row/column this flat counts as uniform border
 _DISPLAY_UNIT = "display level (0-255)"
+
+_DENTAL = frozenset({"JAW", "MANDIBLE", "MAXILLA", "TMJ", "TOOTH", "MOUTH", "FACE", "HEAD", "SKULL"})
+_EYE = frozenset({"EYE", "ORBIT", "HEAD"})
+# Body Part Examined (DICOM PS3.16 Annex L defined terms) plausible for the modalities whose
+# anatomy is narrow. Other modalities image almost anything and are not checked, nor is an empty
+# body part. A mismatch means the header is probably wrong (a mislabelled series, a default value).
+PLAUSIBLE_BODY_PARTS: dict[str, frozenset[str]] = {
+    "MG": frozenset({"BREAST"}),  # mammography
+    "IO": _DENTAL,  # intra-oral radiography
+    "PX": _DENTAL,  # panoramic radiography
+    "OP": _EYE,  # ophthalmic photography
+    "OPT": _EYE,  # ophthalmic tomography (OCT)
+}
+_RADIOGRAPHY_MM = (30.0, 1600.0)  # cassettes and detectors 180-430 mm; stitched long-length images ~1500 mm
+# (smallest, largest) plausible side in mm of an image (rows x row spacing, columns x column
+# spacing), deliberately wide: a side outside it usually means Pixel Spacing is wrong (in cm or
+# in µm, or copied from another image), so measurements on the image would be wrong too.
+PLAUSIBLE_SIDE_MM: dict[str, tuple[float, float]] = {
+    "CT": (30.0, 1000.0),  # reconstruction fields of view ~50 mm (inner ear) to ~700 mm (bore)
+    "MR": (10.0, 700.0),  # small surface coils to whole-body fields of view
+    "CR": _RADIOGRAPHY_MM,
+    "DX": _RADIOGRAPHY_MM,
+    "DR": _RADIOGRAPHY_MM,
+    "RG": _RADIOGRAPHY_MM,
+    "MG": (50.0, 400.0),  # mammography detectors 180 x 240 to about 290 x 380 mm
+    "IO": (10.0, 100.0),  # intra-oral sensors ~20 x 30 mm to occlusal films 57 x 76 mm
+    "PX": (80.0, 400.0),  # panoramic images ~150 x 300 mm
+}
 
 
 def _f(
@@ -383,10 +413,23 @@ def check_consistency(meta: ImageMeta) -> list[Finding]:
                 0.9,
             )
         )
-    if meta.modality == "MG" and meta.body_part not in ("", "BREAST"):
+    plausible = PLAUSIBLE_BODY_PARTS.get(meta.modality)
+    if plausible is not None and meta.body_part and meta.body_part not in plausible:
+        expected = ", ".join(sorted(plausible))
         findings.append(
-            _f("body_part", "Mammography labelled with another body part", Severity.LOW, 0, "", 0.8)
+            _f(
+                "body_part",
+                f"Body part {meta.body_part} is not plausible for modality {meta.modality} "
+                f"(expected one of {expected}): check Body Part Examined",
+                Severity.LOW,
+                0,
+                "",
+                0.8,
+            )
         )
+    size = check_physical_size(meta)
+    if size is not None:
+        findings.append(size)
     smallest = min(meta.rows, meta.columns)
     if meta.modality in PROJECTION | {"CT"} and 0 < smallest < 256:
         findings.append(
@@ -400,6 +443,40 @@ def check_consistency(meta: ImageMeta) -> list[Finding]:
             )
         )
     return findings
+
+
+def check_physical_size(meta: ImageMeta) -> Finding | None:
+    """A finding when matrix x pixel spacing gives a size implausible for the modality, else None.
+
+    Not assessed (None) without a spacing, a matrix, or a range for the modality.
+    """
+    limits = PLAUSIBLE_SIDE_MM.get(meta.modality)
+    if limits is None or meta.pixel_spacing is None or min(meta.rows, meta.columns) <= 0:
+        return None
+    row_mm, column_mm = meta.pixel_spacing
+    if not (row_mm > 0 and column_mm > 0):
+        return _f(
+            "pixel_spacing",
+            f"Pixel spacing {row_mm:g} x {column_mm:g} mm is not positive: the image's physical size is unknown",
+            Severity.LOW,
+            min(row_mm, column_mm),
+            "mm",
+            0.9,
+        )
+    height, width = meta.rows * row_mm, meta.columns * column_mm
+    low, high = limits
+    if min(height, width) >= low and max(height, width) <= high:
+        return None
+    outside = min(height, width) if min(height, width) < low else max(height, width)
+    return _f(
+        "pixel_spacing",
+        f"The image measures {height:.4g} x {width:.4g} mm (matrix x pixel spacing), implausible for "
+        f"modality {meta.modality} (expected {low:g}-{high:g} mm a side): check Pixel Spacing",
+        Severity.LOW,
+        outside,
+        "mm",
+        0.8,
+    )
 
 
 def assess(display: np.ndarray, meta: ImageMeta, values: np.ndarray | None = None) -> list[Finding]:

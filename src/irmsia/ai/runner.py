@@ -161,16 +161,30 @@ class AnalysisRunner:
         Raises ``InvalidDicom`` for non-image objects or undecodable pixel data; everything that
         goes wrong in the provider is an error-status result.
         """
-        require_image(ds)
-        meta = image_meta(ds, context)
-        name = provider or self._router.select(meta.modality, meta.body_part)
-        start = self._timer()
-        try:
-            chosen = self._provider(name, meta)
-        except _Failed as failed:
-            return self._error_result(name, None, failed.error, start)
-        image = image_input(ds, context, with_modality=chosen.input_spec.needs_modality)
-        return self._run(name, chosen, [image], start)[0]
+        return self.analyze_datasets([ds], context, provider=provider)[0]
+
+    def analyze_datasets(
+        self,
+        datasets: Sequence[Dataset],
+        context: AnalysisContext | None = None,
+        *,
+        provider: str | None = None,
+    ) -> list[AnalysisResult]:
+        """Analyse several de-identified image objects, in order, each provider's share as one batch.
+
+        Raises ``InvalidDicom`` before anything runs when one of them is not an image, and when
+        one's pixel data cannot be decoded; ``context`` applies to every image. Each image is
+        rendered after its provider is chosen, with the modality values only if it asks for them.
+        """
+        for ds in datasets:
+            require_image(ds)
+        metas = [image_meta(ds, context) for ds in datasets]
+
+        def render(chosen: Provider, indices: Sequence[int]) -> list[ImageInput]:
+            needs = chosen.input_spec.needs_modality
+            return [image_input(datasets[i], context, with_modality=needs) for i in indices]
+
+        return self._grouped(metas, render, provider)
 
     def analyze_image(self, image: ImageInput, *, provider: str | None = None) -> AnalysisResult:
         """Analyse an image already rendered (``irmsia.ai.inputs.image_input``)."""
@@ -184,25 +198,13 @@ class AnalysisRunner:
         One deadline covers each provider's batch; ``processing_time`` is the batch's time shared
         equally among its images.
         """
-        groups: dict[str, list[int]] = {}
-        for index, image in enumerate(images):
-            name = provider or self._router.select(image.meta.modality, image.meta.body_part)
-            groups.setdefault(name, []).append(index)
-        results: list[AnalysisResult | None] = [None] * len(images)
-        for name, indices in groups.items():
-            start = self._timer()
-            batch = [images[i] for i in indices]
-            try:
-                chosen = self._provider(name, batch[0].meta)
-                for image in batch[1:]:
-                    self._check_supported(chosen, image.meta)
-            except _Failed as failed:
-                for i in indices:
-                    results[i] = self._error_result(name, None, failed.error, start)
-                continue
-            for i, result in zip(indices, self._run(name, chosen, batch, start), strict=True):
-                results[i] = result
-        return [result for result in results if result is not None]
+        return self._grouped(
+            [image.meta for image in images], lambda _, indices: [images[i] for i in indices], provider
+        )
+
+    def provider(self, name: str) -> Provider:
+        """The provider called ``name``, built on first use; ``ProviderUnavailable`` when it cannot be."""
+        return self._pool.get(name)
 
     def preload(self, names: Sequence[str] | None = None) -> dict[str, str]:
         """Build ``names`` (default: every provider the router can choose) now.
@@ -230,6 +232,33 @@ class AnalysisRunner:
                 closer()
 
     # --- steps -----------------------------------------------------------------------------
+
+    def _grouped(
+        self,
+        metas: Sequence[ImageMeta],
+        images_for: Callable[[Provider, Sequence[int]], list[ImageInput]],
+        provider: str | None,
+    ) -> list[AnalysisResult]:
+        """Route each image, then run each provider once on its images (``images_for`` builds them)."""
+        groups: dict[str, list[int]] = {}
+        for index, meta in enumerate(metas):
+            name = provider or self._router.select(meta.modality, meta.body_part)
+            groups.setdefault(name, []).append(index)
+        results: list[AnalysisResult | None] = [None] * len(metas)
+        for name, indices in groups.items():
+            start = self._timer()
+            try:
+                chosen = self._provider(name, metas[indices[0]])
+                for i in indices[1:]:
+                    self._check_supported(chosen, metas[i])
+            except _Failed as failed:
+                for i in indices:
+                    results[i] = self._error_result(name, None, failed.error, start)
+                continue
+            batch = images_for(chosen, indices)
+            for i, result in zip(indices, self._run(name, chosen, batch, start), strict=True):
+                results[i] = result
+        return [result for result in results if result is not None]
 
     def _provider(self, name: str, meta: ImageMeta) -> Provider:
         try:

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -108,7 +108,7 @@ class AnalysisResult(BaseModel):
     label_probabilities: dict[str, float | None] = Field(default_factory=dict)
     report_text: str | None = Field(None, max_length=20_000)
     report_provenance: Provenance | None = None
-    recommendations: list[str] = Field(default_factory=list)
+    recommendations: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(default_factory=list)
     model_used: str = Field(min_length=1, max_length=200)
     provenance: Provenance
     processing_time: float = Field(ge=0.0)

@@ -9,17 +9,25 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import threading
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
 from irmsia.config import Settings
 from irmsia.errors import InvalidRequest
-from irmsia.usecases.ingest import IncomingFile
+from irmsia.pipeline.job import JobState
+from irmsia.usecases.ingest import ZIP_MAGIC, IncomingFile
+
+if TYPE_CHECKING:
+    from irmsia.pipeline.executors import Executor
+    from irmsia.pipeline.runner import Outcome
 
 READ_CHUNK = 1 << 20
 
@@ -79,13 +87,21 @@ def ingest_command(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     from irmsia.config import load_settings
 
     container = build_container(load_settings(env), executor=executor)
+    expected = [_objects_in(path) for path in files]
     try:
-        progress = tqdm(total=len(files), unit="file", disable=args.no_progress or not sys.stderr.isatty())
+        bar = tqdm(total=sum(expected), unit="object", disable=args.no_progress or not sys.stderr.isatty())
+        progress = _Progress(bar)
+        ingest = replace(container.ingest, executor=_ReportingExecutor(container.ingest.executor, progress))
         incoming = (
-            IncomingFile(data=_read(path), label=str(n)) for n, path in enumerate(_tick(files, progress), 1)
+            IncomingFile(data=_read(path), label=str(n))
+            for n, path in enumerate(progress.objects(files, expected), 1)
         )
-        batch = container.ingest.submit(CLI_CTX, incoming, wait=True)
-        progress.close()
+        try:
+            batch = ingest.submit(CLI_CTX, incoming, wait=True)
+        except BaseException:
+            bar.close()
+            raise
+        progress.close(batch.counts, len(batch.files))
     finally:
         container.close()
     counts = batch.counts
@@ -102,10 +118,85 @@ def ingest_command(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     return 1 if counts["rejected"] else 0
 
 
-def _tick(files: list[Path], progress: object) -> Iterator[Path]:
-    for path in files:
-        yield path
-        progress.update(1)  # type: ignore[attr-defined]
+def _objects_in(path: Path) -> int:
+    """How many objects the use case will see in ``path``: the members of a zip, else one.
+
+    Mirrors ``irmsia.usecases.ingest.expand_archive`` (zips recognised by content; folders and
+    empty members skipped) from the archive's central directory, so the bar knows its total
+    before anything is read; an unreadable archive counts as one (it is rejected as one).
+    """
+    try:
+        with path.open("rb") as handle:
+            if handle.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+                return 1
+        with zipfile.ZipFile(path) as archive:
+            return sum(1 for info in archive.infolist() if not info.is_dir() and info.file_size > 0)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return 1
+
+
+class _Progress:
+    """The progress bar: one step per object when it has finished, with the running counts.
+
+    An object finishes when its job ends (stored, duplicate, quarantined or rejected by a
+    step), or when it is refused before it becomes a job (empty, too large, broken archive).
+    Job ends are reported by ``_ReportingExecutor`` (from the executor's threads); refusals
+    are counted when the use case asks for the next file, since by then every object of the
+    previous one has been received: those that did not become jobs were refused.
+    """
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+        self._lock = threading.Lock()
+        self._counts = {"stored": 0, "duplicate": 0, "quarantined": 0, "rejected": 0}
+        self.jobs = 0  # objects that became jobs so far
+
+    def objects(self, files: list[Path], expected: list[int]) -> Iterator[Path]:
+        for path, count in zip(files, expected, strict=True):
+            jobs_before = self.jobs
+            yield path
+            refused = count - (self.jobs - jobs_before)
+            if refused > 0:
+                self._advance("rejected", refused)
+
+    def job_ended(self, future: Future[Outcome]) -> None:
+        outcome = None if future.cancelled() or future.exception() else future.result()
+        if outcome is None or outcome.state is not JobState.SUCCEEDED:
+            self._advance("rejected")
+        else:
+            self._advance(str(outcome.result.get("status", "stored")))
+
+    def close(self, counts: dict[str, int], objects: int) -> None:
+        """Show the use case's final counts (they are authoritative) and close the bar."""
+        with self._lock:
+            self._bar.total = objects
+            self._bar.n = objects
+            self._counts = {name: counts.get(name, 0) for name in self._counts}
+            self._bar.set_postfix(self._counts, refresh=False)
+            self._bar.close()
+
+    def _advance(self, status: str, steps: int = 1) -> None:
+        with self._lock:
+            self._counts[status] = self._counts.get(status, 0) + steps
+            self._bar.set_postfix(self._counts, refresh=False)
+            self._bar.update(steps)
+
+
+class _ReportingExecutor:
+    """The container's executor, telling the progress bar when each job has ended."""
+
+    def __init__(self, inner: Executor, progress: _Progress) -> None:
+        self._inner = inner
+        self._progress = progress
+
+    def submit(self, job_id: str, payload: bytes | None = None, size: int = 0) -> Future[Outcome]:
+        self._progress.jobs += 1
+        future = self._inner.submit(job_id, payload, size)
+        future.add_done_callback(self._progress.job_ended)  # at once if it is done already
+        return future
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 def what_if_command(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

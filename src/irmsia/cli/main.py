@@ -17,6 +17,7 @@ from irmsia.errors import IrmsiaError
 from irmsia.security.policy import Principal, Role
 from irmsia.usecases.context import RequestContext
 from irmsia.usecases.ledger import LedgerServices
+from irmsia.usecases.users import Accounts, CreatedUser
 
 CLI_PRINCIPAL = Principal(id="cli", username="cli", roles=frozenset({Role.ADMIN}), method="cli")
 CLI_CTX = RequestContext(principal=CLI_PRINCIPAL, client_ip="local", request_id=None)
@@ -103,28 +104,47 @@ def entrypoint() -> None:
     sys.exit(main())
 
 
-def _container(settings: Settings) -> Container:
-    return build_container(settings, executor="inline")
-
-
 @contextmanager
-def _ledger_services(settings: Settings) -> Iterator[LedgerServices]:
-    container = _container(settings)
+def _container(settings: Settings) -> Iterator[Container]:
+    """The object graph of a one-shot command (inline jobs), closed when the command ends."""
+    container = build_container(settings, executor="inline")
     try:
-        yield container.ledger
+        yield container
     finally:
         container.close()
 
 
-def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    import uvicorn
+@contextmanager
+def _ledger_services(settings: Settings) -> Iterator[LedgerServices]:
+    with _container(settings) as container:
+        yield container.ledger
 
+
+def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from irmsia.api.app import create_app
 
     host, port = args.host or settings.HOST, args.port or settings.PORT
-    container = _container(settings)
-    created = container.accounts.bootstrap_admin(CLI_CTX)
+    # The server's container runs jobs on the configured executor (INGEST_EXECUTOR); the
+    # one-shot commands use ``_container`` (inline), which finishes every job before exiting.
+    container = build_container(settings)
     url = settings.public_url if not (args.host or args.port) else f"http://{host}:{port}"
+    try:
+        announce_start(container.accounts, url, out)
+        app = create_app(container=container)
+    except BaseException:
+        container.close()  # once serving, the app's shutdown closes it
+        raise
+    _run_server(app, host=host, port=port, settings=settings)
+    return 0
+
+
+def announce_start(accounts: Accounts, url: str, out: TextIO) -> CreatedUser | None:
+    """Print where the server listens; on an empty database create ``admin`` first.
+
+    The first admin's one-time password is printed here, once, and never logged; the account
+    must change it before anything else is allowed. Returns the account created, if any.
+    """
+    created = accounts.bootstrap_admin(CLI_CTX)
     print(f"IRMSIA {__version__} on {url}", file=out)
     print(f"  API docs: {url}/docs    portal: {url}/", file=out)
     if created is not None:
@@ -132,22 +152,29 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         print(f"      {created.one_time_password}", file=out)
         print("  Log in with it; you will be asked to choose a new password.", file=out)
     out.flush()
+    return created
+
+
+def _run_server(app: object, *, host: str, port: int, settings: Settings) -> None:
+    """Serve ``app`` until interrupted (uvicorn)."""
+    import uvicorn
+
     # uvicorn's access log prints raw paths and query strings; IRMSIA logs route templates instead.
     uvicorn.run(
-        create_app(container=container),
+        app,  # type: ignore[arg-type]
         host=host,
         port=port,
         log_level=settings.LOG_LEVEL.lower(),
         access_log=False,
     )
-    return 0
 
 
 def _user_create(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass()
-    created = _container(settings).accounts.create(CLI_CTX, args.username, args.role, password)
+    with _container(settings) as container:
+        created = container.accounts.create(CLI_CTX, args.username, args.role, password)
     print(f"created {created.user.username} ({created.user.role}) id={created.user.id}", file=out)
     if created.one_time_password:
         print(f"one-time password (change at first login): {created.one_time_password}", file=out)
@@ -155,7 +182,8 @@ def _user_create(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
 
 
 def _user_list(_args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    users = _container(settings).accounts.list(CLI_CTX, limit=500)
+    with _container(settings) as container:
+        users = container.accounts.list(CLI_CTX, limit=500)
     print(f"{'USERNAME':<24} {'ROLE':<12} {'STATE':<9} ID", file=out)
     for user in users:
         state = "disabled" if user.disabled else "active"
@@ -164,22 +192,25 @@ def _user_list(_args: argparse.Namespace, settings: Settings, out: TextIO) -> in
 
 
 def _user_disable(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    accounts = _container(settings).accounts
-    user = accounts.set_disabled(CLI_CTX, accounts.by_username(args.username).id, not args.enable)
+    with _container(settings) as container:
+        accounts = container.accounts
+        user = accounts.set_disabled(CLI_CTX, accounts.by_username(args.username).id, not args.enable)
     print(f"{user.username} is now {'disabled' if user.disabled else 'active'}", file=out)
     return 0
 
 
 def _user_set_role(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    accounts = _container(settings).accounts
-    user = accounts.set_role(CLI_CTX, accounts.by_username(args.username).id, args.role)
+    with _container(settings) as container:
+        accounts = container.accounts
+        user = accounts.set_role(CLI_CTX, accounts.by_username(args.username).id, args.role)
     print(f"{user.username} now has role {user.role}", file=out)
     return 0
 
 
 def _user_reset(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    accounts = _container(settings).accounts
-    password = accounts.reset_password(CLI_CTX, accounts.by_username(args.username).id)
+    with _container(settings) as container:
+        accounts = container.accounts
+        password = accounts.reset_password(CLI_CTX, accounts.by_username(args.username).id)
     print(f"one-time password for {args.username} (change at next login): {password}", file=out)
     return 0
 

@@ -5,7 +5,9 @@ A ``KeyProvider`` wraps (encrypts) and unwraps the per-object data keys of
 so after ``rotate()`` old wrapped keys still unwrap, and ``rewrap()`` moves them to the
 current KEK without touching any blob.
 
-``LocalKeyProvider`` — KEKs derived from and protected by ``ENCRYPTION_KEY``:
+``LocalKeyProvider`` — KEKs derived from and protected by ``ENCRYPTION_KEY`` (the 32-byte
+master key, given as 64 hex characters in the environment or in ``ENCRYPTION_KEY_FILE``, which
+``read_master_key_file`` reads):
 
 * ``local-1`` is derived from the master key with HKDF-SHA256
   (info ``irmsia/kek/local-1``), so a deployment that never rotates needs no file.
@@ -34,10 +36,11 @@ import binascii
 import json
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -57,6 +60,7 @@ RING_VERSION = 1
 _DEK_AAD = b"irmsia/dek/v1\x00"
 _RING_AAD = b"irmsia/keyring/v1\x00"
 _LOCAL_ID = re.compile(r"local-([1-9][0-9]{0,8})")
+_KEY_FILE_MAX = 1024  # a key file is 64 hex characters and a newline; anything far longer is a mistake
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,50 @@ def parse_master_key(hex_key: str) -> bytes:
     if len(key) != KEY_BYTES:
         raise ConfigError("ENCRYPTION_KEY must be 64 hexadecimal characters (32 bytes)")
     return key
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFile:
+    """A master key read from ``ENCRYPTION_KEY_FILE``; ``exposed`` when group or others may access it."""
+
+    key: bytes = field(repr=False)
+    mode: int
+    exposed: bool
+
+
+def read_master_key_file(path: Path) -> KeyFile:
+    """Read the master key from a file holding its 64 hex characters (surrounding whitespace allowed).
+
+    Raises ``ConfigError`` with one line naming ``ENCRYPTION_KEY_FILE`` and the path — never
+    the content — for a missing, unreadable or non-regular file and for content that is not
+    64 hex characters. Whether a file that group or others may access is acceptable is the
+    caller's policy (``exposed``; always false where POSIX modes do not exist).
+    """
+    name = "ENCRYPTION_KEY_FILE"
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{name} {path} is not a regular file")
+        with path.open("rb") as handle:
+            raw = handle.read(_KEY_FILE_MAX + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{name} {path} does not exist") from None
+    except PermissionError:
+        raise ConfigError(f"{name} {path} cannot be read: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"{name} {path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    expected = f"{name} {path} must hold 64 hex characters (32 bytes)"
+    if len(raw) > _KEY_FILE_MAX:
+        raise ConfigError(f"{expected}; it is longer than {_KEY_FILE_MAX} bytes")
+    try:
+        text = raw.decode("ascii").strip()
+        key = bytes.fromhex(text)
+    except (UnicodeDecodeError, ValueError):
+        raise ConfigError(f"{expected}; it contains other characters") from None
+    if len(key) != KEY_BYTES or len(text) != 2 * KEY_BYTES:
+        raise ConfigError(f"{expected}; it holds {len(text)} characters")
+    mode = stat.S_IMODE(info.st_mode)
+    return KeyFile(key=key, mode=mode, exposed=os.name == "posix" and bool(mode & 0o077))
 
 
 class LocalKeyProvider:

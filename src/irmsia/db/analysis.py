@@ -40,12 +40,21 @@ class ReportSignoff(Base):
     """A radiologist's decision on a study's AI report: confirmed, edited or rejected."""
 
     __tablename__ = "report_signoffs"
-    __table_args__ = (Index("ix_report_signoffs_study", "study_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_report_signoffs_study", "study_id", "created_at"),
+        # One sign-off per study's report: a second, concurrent one fails to insert.
+        Index("uq_report_signoffs_study_id", "study_id", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     decision: Mapped[str] = mapped_column(String(16))  # confirmed | edited | rejected
     narrative: Mapped[str | None] = mapped_column(Text)
+    diagnosis: Mapped[str | None] = mapped_column(Text)
+    # JSON: the analyses the signed report was built from (so it stays what was signed when
+    # images are analysed again) and the changes made to their findings (see usecases/reports).
+    analysis_ids: Mapped[str | None] = mapped_column(Text)
+    finding_edits: Mapped[str | None] = mapped_column(Text)
     comment: Mapped[str | None] = mapped_column(Text)
     signer_id: Mapped[str] = mapped_column(String(128))
     signer_name: Mapped[str] = mapped_column(String(128))

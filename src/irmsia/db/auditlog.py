@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from irmsia.db.models import AuditEvent
@@ -15,6 +15,12 @@ from irmsia.db.models import AuditEvent
 
 @dataclass(frozen=True)
 class AuditFilter:
+    """What to look for; every field given must match (``since`` inclusive, ``until`` not).
+
+    ``username`` and ``patient`` (a pseudonym) are resolved by ``AuditLog.search`` into
+    conditions on the actor id and on the resources; ``find`` ignores them.
+    """
+
     actor_id: str | None = None
     action: str | None = None
     resource_type: str | None = None
@@ -22,6 +28,8 @@ class AuditFilter:
     outcome: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    username: str | None = None
+    patient: str | None = None
 
 
 def _apply(query: Select[Any], flt: AuditFilter) -> Select[Any]:
@@ -42,9 +50,18 @@ def _apply(query: Select[Any], flt: AuditFilter) -> Select[Any]:
     return query
 
 
-def find(session: Session, flt: AuditFilter, *, offset: int, limit: int) -> tuple[Sequence[AuditEvent], int]:
-    """Matching events, newest first, and the total count."""
+def find(
+    session: Session,
+    flt: AuditFilter,
+    *,
+    offset: int,
+    limit: int,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> tuple[Sequence[AuditEvent], int]:
+    """Events matching ``flt`` and every condition in ``where``, newest first, and the total count."""
     base = _apply(select(AuditEvent), flt)
+    for condition in where:
+        base = base.where(condition)
     total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
     rows = session.scalars(base.order_by(AuditEvent.seq.desc()).offset(offset).limit(limit)).all()
     return rows, int(total)

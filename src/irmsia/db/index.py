@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from irmsia.db import aistatus
 from irmsia.db.imaging import Instance, Patient, Series, StoredObject, Study
 
 
@@ -21,6 +22,11 @@ class StudyFilter:
     modality: str | None = None
     accession_pseudonym: str | None = None
     include_quarantined: bool = False
+    # AI summary (irmsia.db.aistatus): a status, a lowest risk, and the order of the list.
+    ai_status: str | None = None
+    min_risk: int | None = None
+    sort: str = "newest"  # newest | oldest | risk (highest first; studies without a risk last)
+    body_part: str | None = None  # Body Part Examined of one of its series (CS, upper case)
 
 
 @dataclass(frozen=True)
@@ -70,15 +76,28 @@ def find_studies(
         query = query.where(
             Study.id.in_(select(Series.study_id).where(Series.modality == flt.modality.upper()))
         )
+    if flt.body_part:
+        query = query.where(
+            Study.id.in_(select(Series.study_id).where(Series.body_part == flt.body_part.upper()))
+        )
     if not flt.include_quarantined:
         visible = select(Series.study_id).join(Instance).where(Instance.status == "stored")
         query = query.where(Study.id.in_(visible))
+    order: list[Any] = [Study.study_date.desc().nulls_last(), Study.created_at.desc()]
+    if flt.sort == "oldest":
+        order = [Study.study_date.asc().nulls_last(), Study.created_at.asc()]
+    if flt.ai_status or flt.min_risk is not None or flt.sort == "risk":
+        ai = aistatus.summary()
+        query = aistatus.join_on(query, Study.id, ai)
+        if flt.ai_status:
+            query = query.where(ai.status == flt.ai_status)
+        if flt.min_risk is not None:
+            query = query.where(ai.risk >= flt.min_risk)
+        if flt.sort == "risk":
+            order = [ai.risk.desc().nulls_last(), *order]
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(
-        query.options(selectinload(Study.patient))
-        .order_by(Study.study_date.desc().nulls_last(), Study.created_at.desc())
-        .offset(offset)
-        .limit(limit)
+        query.options(selectinload(Study.patient)).order_by(*order, Study.id).offset(offset).limit(limit)
     ).all()
     return rows, int(total)
 
@@ -121,5 +140,105 @@ def quarantined(session: Session, *, offset: int, limit: int) -> tuple[Sequence[
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(
         query.options(selectinload(Instance.series)).order_by(Instance.created_at).offset(offset).limit(limit)
+    ).all()
+    return rows, int(total)
+
+
+@dataclass(frozen=True)
+class SeriesFilter:
+    study_id: str | None = None
+    patient_pseudonym: str | None = None
+    modality: str | None = None
+    body_part: str | None = None
+    include_quarantined: bool = False
+
+
+@dataclass(frozen=True)
+class SeriesRow:
+    series: Series
+    images: int  # instances the caller may see
+
+
+def find_series(
+    session: Session, flt: SeriesFilter, *, offset: int, limit: int
+) -> tuple[list[SeriesRow], int]:
+    """Series matching ``flt``: newest study first, then by series number.
+
+    Without ``include_quarantined`` a series counts (and appears) only with its stored
+    instances, so a series whose every instance is quarantined is not listed.
+    """
+    visible = select(Instance.series_id.label("sid"), func.count(Instance.id).label("images"))
+    if not flt.include_quarantined:
+        visible = visible.where(Instance.status == "stored")
+    counts = visible.group_by(Instance.series_id).subquery()
+    query: Select[Any] = (
+        select(Series, counts.c.images)
+        .join(counts, counts.c.sid == Series.id)
+        .join(Study, Study.id == Series.study_id)
+    )
+    if flt.study_id:
+        query = query.where(Series.study_id == flt.study_id)
+    if flt.patient_pseudonym:
+        query = query.join(Patient, Patient.id == Study.patient_id).where(
+            Patient.pseudonym == flt.patient_pseudonym
+        )
+    if flt.modality:
+        query = query.where(Series.modality == flt.modality.upper())
+    if flt.body_part:
+        query = query.where(Series.body_part == flt.body_part.upper())
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.execute(
+        query.options(selectinload(Series.study).selectinload(Study.patient))
+        .order_by(
+            Study.study_date.desc().nulls_last(),
+            Study.created_at.desc(),
+            Study.id,
+            Series.series_number.asc().nulls_last(),
+            Series.created_at,
+            Series.id,
+        )
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return [SeriesRow(row[0], int(row[1])) for row in rows], int(total)
+
+
+@dataclass(frozen=True)
+class InstanceFilter:
+    series_id: str | None = None
+    study_id: str | None = None
+    include_quarantined: bool = False
+
+
+def find_instances(
+    session: Session, flt: InstanceFilter, *, offset: int, limit: int
+) -> tuple[Sequence[Instance], int]:
+    """Instances matching ``flt``, series by series (newest study first), in instance order."""
+    query: Select[Any] = (
+        select(Instance)
+        .join(Series, Series.id == Instance.series_id)
+        .join(Study, Study.id == Series.study_id)
+    )
+    if flt.series_id:
+        query = query.where(Instance.series_id == flt.series_id)
+    if flt.study_id:
+        query = query.where(Series.study_id == flt.study_id)
+    if not flt.include_quarantined:
+        query = query.where(Instance.status == "stored")
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.options(selectinload(Instance.series))
+        .order_by(
+            Study.study_date.desc().nulls_last(),
+            Study.created_at.desc(),
+            Study.id,
+            Series.series_number.asc().nulls_last(),
+            Series.id,
+            Instance.instance_number.asc().nulls_last(),
+            Instance.created_at,
+            Instance.id,
+        )
+        .offset(offset)
+        .limit(limit)
     ).all()
     return rows, int(total)

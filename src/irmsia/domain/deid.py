@@ -37,7 +37,9 @@ How each action writes its value:
 * ``U`` replaces every UID value (see rule 5 for the ones kept); on a sequence (``X/Z/U*``)
   it keeps the items and replaces the UIDs inside, so references stay consistent.
 * ``C`` cleans. Dates: with Retain Longitudinal Modified Dates every DA and the date part of
-  every DT move by the patient's day offset; times (TM) are kept. Free text (ST, LT, UT) of a
+  every DT move by the patient's day offset; times (TM) are kept. Opaque bytes of a table
+  row (Maker Note, Device Setting Description, Frame Origin Timestamp) cannot be cleaned:
+  the row's Basic Profile action applies instead. Free text (ST, LT, UT) of a
   table row is replaced by ``REMOVED``: narrative comments cannot be cleaned reliably.
   Short descriptors (SH, LO, …), Text Value items of structured content and text inside
   cleaned sequences are scrubbed: words equal to a person name or identifier found anywhere
@@ -67,7 +69,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydicom import config
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import DataElement, empty_value_for_VR
+from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
@@ -203,7 +205,8 @@ _DUMMY_TEXT: dict[str, str] = {
     "UT": "ANONYMIZED",
 }
 _NUMERIC_VRS = frozenset({"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV"})
-# C on any other VR (numbers, TM, AS, binary) keeps the value: only text and dates are cleaned.
+# C on any other VR (numbers, TM, AS, curve and overlay bytes) keeps the value: only text and
+# dates are cleaned (a table row's opaque bytes fall back to the Basic Profile, see _Rules).
 _CLEANED_VRS = _TEXT_VRS | {"DA", "DT", "PN"}
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
@@ -343,9 +346,15 @@ class _Rules:
         enabled = options.enabled()
         # Resolve the table once for these options: a dict lookup per attribute afterwards.
         self._table: dict[int, _Decision] = {}
+        # C on opaque bytes (Maker Note, Frame Origin Timestamp, …) cannot be done: the
+        # Basic Profile action applies instead, never keeping the bytes.
+        self._uncleanable: dict[int, _Decision] = {}
         for tag, row in profile.exact_rows.items():
             code = row.code_for(enabled)
             self._table[tag] = _Decision(resolve_code(code), f"table {code}")
+            if code == "C":
+                basic = resolve_code(row.basic)
+                self._uncleanable[tag] = _Decision(basic, f"table {row.basic}: bytes cannot be cleaned")
         self._masked = {
             0x50000000: profile.row_for(0x50000000),
             0x60003000: profile.row_for(0x60003000),
@@ -390,6 +399,8 @@ class _Rules:
             return _Decision(Action.PSEUDONYM, "keyed pseudonym")
         table = self._table.get(tag)
         if table is not None:
+            if table.action is Action.CLEAN and vr in _BINARY_VRS:
+                return self._uncleanable[tag]
             return table
         if not keyword or tag & 0xFFFF == 0:
             return _Decision(Action.REMOVE, "unknown or group length attribute")
@@ -553,15 +564,20 @@ _IDENTIFIER_KEYWORDS = frozenset(
 
 
 def _collect_identifiers(ds: Dataset, into: set[str]) -> None:
-    for elem in ds:
-        if elem.VR == "SQ":
-            for item in elem.value or ():
+    # Decide from the tag and the VR first: only person names, identifiers and sequences are
+    # decoded, so the other elements stay undecoded (and are copied as they are).
+    for key in sorted(ds.keys()):
+        tag = int(key)
+        private = bool((tag >> 16) & 1)
+        vr = _declared_vr(tag, ds.get_item(key), private)
+        if vr == "SQ":
+            for item in ds[key].value or ():
                 _collect_identifiers(item, into)
-        elif elem.VR == "PN":
-            for value in _values(elem.value):
+        elif vr == "PN":
+            for value in _values(ds[key].value):
                 into.update(part for part in _NAME_SPLIT.split(value) if part)
-        elif elem.keyword in _IDENTIFIER_KEYWORDS:
-            into.update(value.strip() for value in _values(elem.value) if value.strip())
+        elif not private and keyword_for_tag(tag) in _IDENTIFIER_KEYWORDS:
+            into.update(value.strip() for value in _values(ds[key].value) if value.strip())
 
 
 class _ValueMaker:
@@ -633,6 +649,12 @@ class _Walker:
 
     def walk(self, source: Dataset, path: str, *, top: bool, cleaning: bool) -> Dataset:
         out = Dataset()
+        # Kept elements still in their undecoded (raw) form are shared as they are, and the
+        # output says it is encoded like the source: pydicom then writes those bytes back
+        # without decoding and re-encoding them (it falls back to converting every element
+        # when the output's transfer syntax or character set differs from the source's).
+        implicit, little = source.original_encoding
+        out.set_original_encoding(implicit, little, source.original_character_set)
         progress = self._progress
         needs_creator = self._rules.options.retain_safe_private
         # Decide from the tag and the VR before reading the value: pydicom converts lazily-read
@@ -648,6 +670,16 @@ class _Walker:
             decision = self._rules.decide(tag, vr, keyword, top=top, cleaning=cleaning, creator=creator)
             self.actions.append(PlannedAction(path, tag, keyword, vr, decision.action, decision.reason))
             if decision.action is Action.REMOVE:
+                continue
+            raw = source.get_item(key)
+            if (
+                self._maker is not None
+                and isinstance(raw, RawDataElement)
+                and vr != "SQ"
+                and _keeps_value(decision.action, vr)
+                and _raw_is_sound(raw, vr)
+            ):
+                out[key] = raw
                 continue
             elem = source[key]
             if elem.VR == "SQ":
@@ -695,7 +727,7 @@ class _Walker:
         self, out: Dataset, elem: DataElement, decision: _Decision, maker: _ValueMaker, *, top: bool
     ) -> None:
         action, vr, tag = decision.action, elem.VR, elem.tag
-        if action is Action.KEEP or (action is Action.CLEAN and vr not in _CLEANED_VRS):
+        if _keeps_value(action, vr):
             copied = DataElement(
                 tag,
                 vr,
@@ -736,6 +768,23 @@ class _Walker:
             return REMOVED_TEXT if any(v.strip() for v in values) else empty_value_for_VR(vr)
         cleaned = [maker.scrub(v) for v in values]
         return _join(cleaned) if cleaned else empty_value_for_VR(vr)
+
+
+def _keeps_value(action: Action, vr: str) -> bool:
+    """The element is copied unchanged: kept, or cleaned but of a VR cleaning leaves alone."""
+    return action is Action.KEEP or (action is Action.CLEAN and vr not in _CLEANED_VRS)
+
+
+_VALUE_SIZES = {"US": 2, "SS": 2, "OW": 2, "AT": 4, "UL": 4, "SL": 4, "FL": 4, "OF": 4, "OL": 4}
+_VALUE_SIZES |= {"FD": 8, "OD": 8, "OV": 8, "SV": 8, "UV": 8}
+
+
+def _raw_is_sound(raw: RawDataElement, vr: str) -> bool:
+    """An undecoded value whose length fits its VR (even, whole values); anything else takes
+    the decoding path, which fails closed on a malformed value instead of copying it."""
+    if raw.length == 0xFFFFFFFF:  # undefined length: only encapsulated pixel data is copied raw
+        return raw.tag == 0x7FE00010
+    return raw.length % _VALUE_SIZES.get(vr, 2) == 0
 
 
 def _syntax_from_encoding(source: Dataset) -> str | None:

@@ -83,6 +83,18 @@ def _day(value: date | None) -> str:
     return value.isoformat() if value else "—"
 
 
+def _size(value: int | None) -> str:
+    """A byte count for people: 0 B, 912 B, 4.2 KiB, 1.0 GiB."""
+    if value is None:
+        return "—"
+    amount, unit = float(value), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            break
+        amount /= 1024
+    return f"{int(amount)} B" if unit == "B" else f"{amount:.1f} {unit}"
+
+
 @jinja2.pass_context
 def _url(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
     request: Request = context["request"]
@@ -115,7 +127,7 @@ def build_templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.globals.update(url=_url, static=_static, query_with=_query_with, version=__version__)
-    env.filters.update(when=_when, day=_day)
+    env.filters.update(when=_when, day=_day, size=_size)
     return Jinja2Templates(env=env)
 
 

@@ -8,7 +8,6 @@ from fastapi import Request
 from starlette.templating import Jinja2Templates
 
 from irmsia.bootstrap import Container
-from irmsia.portal.jobs import JobBoard
 from irmsia.portal.sessions import PortalSessions
 from irmsia.portal.study_access import StudyAccessLog
 
@@ -24,7 +23,6 @@ class Portal:
     container: Container
     sessions: PortalSessions
     templates: Jinja2Templates
-    jobs: JobBoard
     study_access: StudyAccessLog
     cookie_secure: bool | None = None
 

@@ -9,6 +9,11 @@ shortly before the access token expires. Refreshes of one session are serialised
 viewer fetches many frames in parallel, and two concurrent refreshes with the same token
 would look like token theft and revoke the whole family.
 
+Sessions opened by the OpenID Connect sign-in (``open_federated``) hold no IRMSIA tokens:
+they keep the principal the provider's ID token named (``PortalSession.federated``) and end
+when the provider's access token expires, unless the provider gave a refresh token, which
+``OIDCLogin.refresh`` uses shortly before then (serialised in the same way).
+
 The store is in memory: sessions end when the process restarts, and a deployment with
 several server processes needs sticky sessions or a shared store (see the portal notes).
 """
@@ -25,10 +30,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from irmsia.clock import Clock
-from irmsia.errors import AuthenticationFailed
+from irmsia.errors import AuthenticationFailed, ExternalServiceError, PermissionDenied
 from irmsia.security.policy import Principal
 from irmsia.usecases.auth import Authenticator, TokenPair
 from irmsia.usecases.context import RequestContext
+from irmsia.usecases.oidc_login import FederatedSession, OIDCLogin
 
 SESSION_COOKIE = "irmsia_session"
 LOGIN_COOKIE = "irmsia_login"  # pre-login CSRF nonce (double-submit)
@@ -70,6 +76,7 @@ class PortalSession:
     created: datetime
     last_seen: datetime
     flashes: list[Flash] = field(default_factory=list)
+    federated: FederatedSession | None = None  # set for OIDC sign-ins (no IRMSIA tokens then)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def flash(self, kind: str, text: str) -> None:
@@ -118,15 +125,34 @@ class SessionStore:
 
     def create(self, pair: TokenPair) -> PortalSession:
         now = self._clock()
-        session = PortalSession(
-            id=secrets.token_urlsafe(32),
-            access_token=pair.access_token,
-            refresh_token=pair.refresh_token,
-            access_expires=now + timedelta(seconds=pair.expires_in),
-            csrf_token=secrets.token_urlsafe(32),
-            created=now,
-            last_seen=now,
+        return self._add(
+            PortalSession(
+                id=secrets.token_urlsafe(32),
+                access_token=pair.access_token,
+                refresh_token=pair.refresh_token,
+                access_expires=now + timedelta(seconds=pair.expires_in),
+                csrf_token=secrets.token_urlsafe(32),
+                created=now,
+                last_seen=now,
+            )
         )
+
+    def create_federated(self, federated: FederatedSession) -> PortalSession:
+        now = self._clock()
+        return self._add(
+            PortalSession(
+                id=secrets.token_urlsafe(32),
+                access_token="",
+                refresh_token="",
+                access_expires=federated.expires_at,
+                csrf_token=secrets.token_urlsafe(32),
+                created=now,
+                last_seen=now,
+                federated=federated,
+            )
+        )
+
+    def _add(self, session: PortalSession) -> PortalSession:
         with self._lock:
             self._sessions[session.id] = session
             while len(self._sessions) > self._policy.max_sessions:
@@ -169,12 +195,14 @@ class PortalSessions:
         signer: CookieSigner,
         clock: Clock,
         policy: SessionPolicy,
+        federation: OIDCLogin | None = None,
     ) -> None:
         self._auth = auth
         self._store = store
         self._signer = signer
         self._clock = clock
         self._policy = policy
+        self._federation = federation
 
     @property
     def store(self) -> SessionStore:
@@ -191,12 +219,19 @@ class PortalSessions:
         session = self._store.create(pair)
         return session, self._signer.sign(session.id)
 
+    def open_federated(self, federated: FederatedSession) -> tuple[PortalSession, str]:
+        """Open a session for a completed OIDC sign-in (already audited); a new id, as for ``login``."""
+        session = self._store.create_federated(federated)
+        return session, self._signer.sign(session.id)
+
     def resolve(self, cookie: str | None, ctx: RequestContext) -> Resolved:
         """The session and principal behind a cookie; an unusable session is dropped."""
         session_id = self._signer.unsign(cookie)
         session = self._store.get(session_id) if session_id else None
         if session is None:
             return Resolved(None, None)
+        if session.federated is not None:
+            return self._resolve_federated(session, ctx)
         try:
             with session.lock:
                 if session.access_expires - self._clock() <= self._policy.refresh_margin:
@@ -211,12 +246,41 @@ class PortalSessions:
             return Resolved(None, None)
         return Resolved(session, principal)
 
-    def logout(self, ctx: RequestContext, session: PortalSession) -> None:
-        """Revoke the session's refresh-token family (audited) and forget the session."""
+    def _resolve_federated(self, session: PortalSession, ctx: RequestContext) -> Resolved:
+        """An OIDC session: renewed through the provider near its expiry, ended at it."""
+        with session.lock:
+            federated = session.federated
+            assert federated is not None
+            now = self._clock()
+            if federated.expires_at - now <= self._policy.refresh_margin:
+                if federated.refresh_token is not None and self._federation is not None:
+                    try:
+                        federated = self._federation.refresh(ctx, federated)
+                        session.federated = federated
+                        session.access_expires = federated.expires_at
+                    except (AuthenticationFailed, PermissionDenied):
+                        federated = None  # refused, or the account lost its roles: sign out
+                    except ExternalServiceError:
+                        pass  # the provider is down: keep the session until it really expires
+                if federated is None or federated.expires_at <= now:
+                    self._store.drop(session.id)
+                    return Resolved(None, None)
+            return Resolved(session, federated.principal)
+
+    def logout(self, ctx: RequestContext, session: PortalSession) -> str | None:
+        """Revoke the session's refresh-token family (audited) and forget the session.
+
+        Returns where to send the browser next when that is not the sign-in page: the OIDC
+        provider's end-session URL, for sessions that came from it.
+        """
         self._store.drop(session.id)
         with session.lock:
             refresh = session.refresh_token
+            federated = session.federated
+        if federated is not None:
+            return self._federation.logout(ctx, federated) if self._federation is not None else None
         self._auth.logout(ctx, refresh)
+        return None
 
 
 def new_nonce() -> str:

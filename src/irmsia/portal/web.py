@@ -15,7 +15,6 @@ from starlette.staticfiles import StaticFiles
 
 from irmsia.bootstrap import Container
 from irmsia.config import Settings
-from irmsia.portal.jobs import JobBoard
 from irmsia.portal.pages import STATIC_DIR, STATIC_PREFIX, build_templates
 from irmsia.portal.runtime import Portal
 from irmsia.portal.sessions import CookieSigner, PortalSessions, SessionPolicy, SessionStore
@@ -38,12 +37,12 @@ def build_portal(
         signer=CookieSigner(container.settings.secret("SECRET_KEY"), "session"),
         clock=container.clock,
         policy=policy,
+        federation=container.oidc_login,
     )
     return Portal(
         container=container,
         sessions=sessions,
         templates=build_templates(),
-        jobs=JobBoard(sessions=container.sessions, audit=container.audit, clock=container.clock),
         study_access=StudyAccessLog(sessions=container.sessions, audit=container.audit),
         cookie_secure=cookie_secure,
     )

@@ -8,7 +8,7 @@ same report always gives the same bundle):
   pseudonym as identifier, never a name), the ImagingStudy as a logical reference
   (identifier ``urn:dicom:uid`` = ``urn:oid:<study UID>``), ``issued`` (sign-off time, else
   creation time), ``performer`` (the signer, once signed), ``conclusion`` (the report's
-  narrative), ``result`` (every Observation) and, when given, the PDF as ``presentedForm``.
+  narrative, the clinician's diagnosis and changes made at sign-off), ``result`` (every Observation) and, when given, the PDF as ``presentedForm``.
   It carries the security label AIAST (artificial-intelligence asserted).
 * per image: an Observation for the risk score, one for the suggested diagnosis, one per
   recommendation, one per finding (value = description, interpretation from severity,
@@ -205,8 +205,12 @@ class _Builder:
             ]
         conclusion = report.conclusion
         notes = [DISCLAIMER]
-        if report.sign_off is not None and report.sign_off.comment:
-            notes.append(f"Sign-off comment: {report.sign_off.comment}")
+        if report.sign_off is not None:
+            if report.sign_off.edited_diagnosis:
+                notes.insert(0, f"Clinician's diagnosis: {report.sign_off.edited_diagnosis}")
+            notes += [f"Changed at sign-off: {amendment}" for amendment in report.sign_off.amendments]
+            if report.sign_off.comment:
+                notes.append(f"Sign-off comment: {report.sign_off.comment}")
         resource["conclusion"] = "\n\n".join([conclusion, *notes] if conclusion else notes)
         if pdf is not None:
             resource["presentedForm"] = [

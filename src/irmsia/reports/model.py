@@ -109,6 +109,9 @@ Sha256Hex = Annotated[str, AfterValidator(_sha256_hex)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 Text = Annotated[str, Field(min_length=1, max_length=10_000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+# The AI result schema's own limits (irmsia.ai.schema): anything a valid result holds fits a report.
+AIText = Annotated[str, Field(min_length=1, max_length=500)]
+AINarrative = Annotated[str, Field(min_length=1, max_length=20_000)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
@@ -165,7 +168,7 @@ class Study(_Frozen):
 class Finding(_Frozen):
     """One finding of an AI model on one image; ``confidence`` is in 0..1."""
 
-    description: ShortText
+    description: AIText
     location: ShortText | None = None
     confidence: Probability
     severity: Severity
@@ -194,10 +197,10 @@ class ImageResult(_Frozen):
     thumbnail_png: bytes | None = None
     findings: tuple[Finding, ...] = ()
     risk_score: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
-    suggested_diagnosis: ShortText | None = None
-    recommendations: tuple[ShortText, ...] = ()
+    suggested_diagnosis: AIText | None = None
+    recommendations: tuple[AIText, ...] = ()
     probabilities: dict[ShortText, Probability] = Field(default_factory=dict)
-    narrative: Text | None = None
+    narrative: AINarrative | None = None
     provenance: Provenance
     simulated: bool = False
 
@@ -210,21 +213,33 @@ class ImageResult(_Frozen):
 
 
 class SignOff(_Frozen):
-    """Who signed the report, when, and what they did; ``username`` is the clinician's login."""
+    """Who signed the report, when, and what they did; ``username`` is the clinician's login.
+
+    An edited sign-off carries at least one edit: the clinician's narrative
+    (``edited_narrative``), their diagnosis (``edited_diagnosis``, in place of the AI's
+    suggested ones), or ``amendments``: one sentence per change made to the AI findings
+    (a finding removed or its severity changed; the report's images show the changed findings).
+    """
 
     user_id: OpaqueId
     username: ShortText
     signed_at: UtcDatetime
     action: SignOffAction
     edited_narrative: Text | None = None
+    edited_diagnosis: ShortText | None = None
+    amendments: tuple[Text, ...] = ()
     comment: Text | None = None
+
+    @property
+    def has_edits(self) -> bool:
+        return bool(self.edited_narrative is not None or self.edited_diagnosis is not None or self.amendments)
 
     @model_validator(mode="after")
     def _edited_has_text(self) -> Self:
-        if self.action is SignOffAction.EDITED and self.edited_narrative is None:
-            raise ValueError("an edited sign-off needs the edited narrative")
-        if self.action is not SignOffAction.EDITED and self.edited_narrative is not None:
-            raise ValueError("only an edited sign-off carries an edited narrative")
+        if self.action is SignOffAction.EDITED and not self.has_edits:
+            raise ValueError("an edited sign-off needs an edited narrative, diagnosis or finding")
+        if self.action is not SignOffAction.EDITED and self.has_edits:
+            raise ValueError("only an edited sign-off carries edits")
         return self
 
 
@@ -286,6 +301,12 @@ class Report(_Frozen):
     def content(self) -> dict[str, Any]:
         """The report content as JSON-compatible data: what the ledger's hash covers."""
         data = self.model_dump(mode="json", exclude={"ledger_hash", "ledger_index"})
+        if data["sign_off"] is not None:
+            # Added after schema 1 was first registered: left out when unused, so reports
+            # signed without them keep their registered digests.
+            for key, empty in (("edited_diagnosis", None), ("amendments", [])):
+                if data["sign_off"][key] == empty:
+                    del data["sign_off"][key]
         for image, original in zip(data["images"], self.images, strict=True):
             del image["thumbnail_png"]
             image["thumbnail_sha256"] = (

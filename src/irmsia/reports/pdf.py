@@ -348,9 +348,16 @@ class _ReportPdf(FPDF):
             ("Signed by", f"{sign_off.username} (user {sign_off.user_id})"),
             ("Signed on", format_time(sign_off.signed_at)),
         ]
+        if sign_off.edited_diagnosis:
+            rows.append(("Clinician's diagnosis", sign_off.edited_diagnosis))
         if sign_off.comment:
             rows.append(("Comment", sign_off.comment))
         self._key_values(rows)
+        if sign_off.amendments:
+            self.ln(2)
+            self._label("Changes to the AI findings")
+            for amendment in sign_off.amendments:
+                self._para(f"•  {amendment}", size=9)
         if sign_off.edited_narrative:
             self.ln(2)
             self._label("Clinician's conclusion")

@@ -12,8 +12,9 @@ Content tree (PS3.16 TID 1500 / 1501):
   Meaning may be), its location as a finding site, its confidence, and its severity as a
   SNOMED-coded qualitative evaluation.
 * Qualitative Evaluations: the report's conclusion (TEXT "Conclusion", the clinician's
-  edited narrative when there is one), the sign-off comment, the rejection note and the AI
-  disclaimer (TEXT "Comment").
+  edited narrative when there is one), the clinician's diagnosis (TEXT "Impression"), the
+  changes made to the AI findings at sign-off, the sign-off comment, the rejection note and
+  the AI disclaimer (TEXT "Comment").
 
 Free text without a standard code is carried under the private coding scheme ``99IRMSIA``,
 declared in the Coding Scheme Identification Sequence. An unsigned report is PARTIAL,
@@ -323,8 +324,15 @@ def _evaluations(report: Report) -> ContainerContentItem:
                 "REJECTED by the verifying clinician: the AI results in this document were not accepted.",
             )
         )
-    if report.sign_off is not None and report.sign_off.comment:
-        items.append(_text(comment, report.sign_off.comment))
+    if report.sign_off is not None:
+        if report.sign_off.edited_diagnosis:
+            items.append(
+                _text(CodedConcept.from_code(codes.DCM.Impression), report.sign_off.edited_diagnosis)
+            )
+        for amendment in report.sign_off.amendments:
+            items.append(_text(comment, f"Changed at sign-off: {amendment}"))
+        if report.sign_off.comment:
+            items.append(_text(comment, report.sign_off.comment))
     disclaimer = DISCLAIMER if report.is_signed else f"{DISCLAIMER} {UNSIGNED_NOTE}"
     items.append(_text(comment, disclaimer))
     container.ContentSequence = ContentSequence(items)

@@ -7,6 +7,11 @@ reached only through the injected ``httpx.Client`` and only when keys are needed
 discovery document once, the JWKS when the cache is older than its TTL or when a token
 names a key id the cache does not hold (at most once per ``jwks_min_refresh_interval_s``).
 
+``verify_id_token(token, client_id=..., nonce=...)`` applies the same checks to an ID token
+from the portal's authorization-code login (audience = the client id, plus ``nonce``, ``iat``
+and ``azp``), and ``metadata()`` returns the provider's endpoints from the same cached
+discovery document (see ``irmsia.security.oidc_client`` for the rest of that flow).
+
 Every rejected token raises ``AuthenticationFailed`` with a short reason that never
 repeats the token or any value taken from it; an unreachable or misbehaving provider
 raises ``ExternalServiceError`` (``ServiceTimeout`` on timeouts).
@@ -14,6 +19,7 @@ raises ``ExternalServiceError`` (``ServiceTimeout`` on timeouts).
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 import re
@@ -100,6 +106,24 @@ class _KeySet:
     fetched_at: datetime
 
 
+@dataclass(frozen=True)
+class ProviderMetadata:
+    """The endpoints a provider's discovery document announces (OpenID Connect Discovery 1.0 §3).
+
+    An endpoint is None when the document does not name it or names something that is not
+    an http(s) URL. ``code_challenge_methods`` is None when the document does not say (Entra
+    ID does not); otherwise the PKCE methods the provider supports.
+    """
+
+    issuer: str
+    jwks_uri: str | None
+    authorization_endpoint: str | None
+    token_endpoint: str | None
+    end_session_endpoint: str | None
+    code_challenge_methods: frozenset[str] | None
+    fetched_at: datetime
+
+
 class OIDCVerifier:
     """Verifies one provider's bearer tokens for one audience; safe to share between threads.
 
@@ -128,14 +152,15 @@ class OIDCVerifier:
         leeway_s: int = 30,
         jwks_cache_ttl_s: int = 3600,
         jwks_min_refresh_interval_s: int = 30,
+        discovery_ttl_s: int = 86400,
         allowed_algs: Iterable[str] = DEFAULT_ALGORITHMS,
     ) -> None:
         if not issuer or not audience:
             raise ConfigError("OIDC issuer and audience must both be set")
         if not role_claim:
             raise ConfigError("OIDC role claim must not be empty")
-        if leeway_s < 0 or jwks_cache_ttl_s <= 0 or jwks_min_refresh_interval_s < 0:
-            raise ConfigError("OIDC leeway and refresh interval must be >= 0 and the JWKS TTL > 0")
+        if leeway_s < 0 or jwks_cache_ttl_s <= 0 or jwks_min_refresh_interval_s < 0 or discovery_ttl_s <= 0:
+            raise ConfigError("OIDC leeway and refresh interval must be >= 0 and the cache TTLs > 0")
         algorithms = frozenset(allowed_algs)
         unusable = sorted(algorithms - _SUPPORTED_ALGORITHMS)
         if unusable or not algorithms:
@@ -156,12 +181,18 @@ class OIDCVerifier:
         self._ttl = timedelta(seconds=jwks_cache_ttl_s)
         self._min_refresh = timedelta(seconds=jwks_min_refresh_interval_s)
         self._algorithms = algorithms
+        self._discovery_ttl = timedelta(seconds=discovery_ttl_s)
+        self._metadata: ProviderMetadata | None = None
         self._keys: _KeySet | None = None
         self._last_fetch: datetime | None = None
         # Serialises discovery and JWKS fetches so concurrent requests share one fetch.
         self._lock = threading.Lock()
 
     # --- public -------------------------------------------------------------------
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
     def verify(self, token: str) -> OIDCIdentity:
         """Check a bearer token and return whom it identifies.
 
@@ -169,6 +200,51 @@ class OIDCVerifier:
         ``ExternalServiceError`` if the provider's keys are needed and cannot be fetched,
         ``ConfigError`` if discovery shows the configured issuer is wrong.
         """
+        claims = self._verified_claims(token, self._audience, ("exp", "iss", "aud", "sub"))
+        expires_at = self._check_times(claims, self._now())
+        return self._identity(claims, expires_at)
+
+    def verify_id_token(
+        self, token: str, *, client_id: str, nonce: str, nonce_required: bool = True
+    ) -> OIDCIdentity:
+        """Check an ID token from the authorization-code flow (OpenID Connect Core §3.1.3.7).
+
+        Signature, algorithm and key rules, issuer and times as in ``verify``; the audience
+        must contain ``client_id`` (with several audiences, ``azp`` must be present), an
+        ``azp`` must equal ``client_id``, ``iat`` must be present, and ``nonce`` must equal
+        the one sent with the authorization request. ``nonce_required=False`` (tokens from
+        a refresh) accepts an ID token without ``nonce``, never one with another value.
+        Raises like ``verify``.
+        """
+        claims = self._verified_claims(token, client_id, ("exp", "iss", "aud", "sub", "iat"))
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        azp = claims.get("azp")
+        if azp is not None and azp != client_id:
+            raise AuthenticationFailed("authorized party mismatch")
+        if len(audiences) > 1 and azp is None:
+            raise AuthenticationFailed("missing claim: azp")
+        given = claims.get("nonce")
+        if given is None:
+            if nonce_required:
+                raise AuthenticationFailed("missing claim: nonce")
+        elif not isinstance(given, str) or not hmac.compare_digest(given.encode(), nonce.encode()):
+            raise AuthenticationFailed("nonce mismatch")
+        expires_at = self._check_times(claims, self._now())
+        return self._identity(claims, expires_at)
+
+    def metadata(self) -> ProviderMetadata:
+        """The provider's discovery document (cached; fetched again after a day).
+
+        Raises ``ExternalServiceError`` (``ServiceTimeout``) when it cannot be fetched and
+        ``ConfigError`` when it names another issuer.
+        """
+        current = self._metadata
+        if current is not None and self._now() - current.fetched_at < self._discovery_ttl:
+            return current
+        with self._lock:
+            return self._metadata_locked()
+
+    def _verified_claims(self, token: str, audience: str, required: tuple[str, ...]) -> dict[str, Any]:
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthenticationFailed("token too large")
         header = _unverified_header(token)
@@ -183,10 +259,7 @@ class OIDCVerifier:
         key = self._key_for(kid)
         if not key.accepts(alg):
             raise AuthenticationFailed("algorithm does not match the signing key")
-        claims = self._decode(token, key, alg)
-        now = self._now()
-        expires_at = self._check_times(claims, now)
-        return self._identity(claims, expires_at)
+        return self._decode(token, key, alg, audience, required)
 
     def prefetch(self) -> None:
         """Run discovery and fetch the JWKS now (e.g. at start-up) instead of on first use.
@@ -197,13 +270,15 @@ class OIDCVerifier:
             self._fetch_keys_locked()
 
     # --- token checks ---------------------------------------------------------------
-    def _decode(self, token: str, key: _PublicKey, alg: str) -> dict[str, Any]:
+    def _decode(
+        self, token: str, key: _PublicKey, alg: str, audience: str, required: tuple[str, ...]
+    ) -> dict[str, Any]:
         try:
             return jwt.decode(
                 token,
                 key=key.key,
                 algorithms=[alg],
-                audience=self._audience,
+                audience=audience,
                 issuer=self._issuer,
                 options={
                     # Times are checked in _check_times against the injected clock:
@@ -211,7 +286,7 @@ class OIDCVerifier:
                     "verify_exp": False,
                     "verify_nbf": False,
                     "verify_iat": False,
-                    "require": ["exp", "iss", "aud", "sub"],
+                    "require": list(required),
                     # Refuse short RSA keys outright instead of warning.
                     "enforce_minimum_key_length": True,
                 },
@@ -316,15 +391,35 @@ class OIDCVerifier:
     def _jwks_uri_locked(self) -> str:
         if self._jwks_url is not None:
             return self._jwks_url
+        jwks_uri = self._metadata_locked().jwks_uri
+        if jwks_uri is None:
+            raise ExternalServiceError("identity provider's discovery document has no usable jwks_uri")
+        self._jwks_url = jwks_uri
+        return jwks_uri
+
+    def _metadata_locked(self) -> ProviderMetadata:
+        now = self._now()
+        current = self._metadata
+        if current is not None and now - current.fetched_at < self._discovery_ttl:
+            return current
         url = self._issuer.rstrip("/") + "/.well-known/openid-configuration"
         document = self._get_json(url, "discovery document")
         if document.get("issuer") != self._issuer:
             raise ConfigError("OIDC issuer does not match the provider's discovery document")
-        jwks_uri = document.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
-            raise ExternalServiceError("identity provider's discovery document has no usable jwks_uri")
-        self._jwks_url = jwks_uri
-        return jwks_uri
+        methods = document.get("code_challenge_methods_supported")
+        metadata = ProviderMetadata(
+            issuer=self._issuer,
+            jwks_uri=_endpoint(document, "jwks_uri"),
+            authorization_endpoint=_endpoint(document, "authorization_endpoint"),
+            token_endpoint=_endpoint(document, "token_endpoint"),
+            end_session_endpoint=_endpoint(document, "end_session_endpoint"),
+            code_challenge_methods=(
+                frozenset(m for m in methods if isinstance(m, str)) if isinstance(methods, list) else None
+            ),
+            fetched_at=now,
+        )
+        self._metadata = metadata
+        return metadata
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:
@@ -351,6 +446,13 @@ class OIDCVerifier:
 
 
 # --- pure helpers -------------------------------------------------------------------
+def _endpoint(document: Mapping[str, Any], name: str) -> str | None:
+    value = document.get(name)
+    if isinstance(value, str) and value.startswith(("https://", "http://")):
+        return value
+    return None
+
+
 def _unverified_header(token: str) -> dict[str, Any]:
     try:
         return jwt.get_unverified_header(token)

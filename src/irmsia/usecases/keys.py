@@ -42,15 +42,18 @@ class Keys:
     audit: AuditLog
 
     def status(self, ctx: RequestContext) -> KeyStatus:
+        """The KEKs and how many data keys each wraps (admins only; audited as ``keys.status``)."""
         authorize(ctx.principal, Permission.MANAGE_KEYS)
         counts: dict[str, int] = {}
-        with self.sessions() as session:
+        current = self.provider.current_key_id()
+        with transaction(self.sessions) as session:
             for model in (StoredObject, VaultEntry):
                 for key_id, count in session.execute(
                     select(model.key_id, func.count()).group_by(model.key_id)
                 ):
                     counts[key_id] = counts.get(key_id, 0) + int(count)
-        return KeyStatus(self.provider.current_key_id(), self.provider.key_ids(), counts)
+            self.audit.record(session, ctx, "keys.status", resource_type="key", resource_id=current)
+        return KeyStatus(current, self.provider.key_ids(), counts)
 
     def rotate(self, ctx: RequestContext) -> Rotation:
         """Add a new KEK and re-wrap every data key under it; no blob is read or rewritten."""

@@ -1,7 +1,10 @@
 """Ledger use cases: read checkpoints, proofs, receipts and anchors; publish anchors.
 
 Reads need ``Permission.READ_LEDGER`` (admins, auditors) and are audited as ``ledger.read``
-with the view in ``detail``; reading the log thus adds to it, which is intended. Publishing
+with the view in ``detail``; reading the log thus adds to it, which is intended. The one
+exception is ``LedgerReads.status``, the dashboard's summary (sizes, hashes, times and
+statuses, no entry): it is a plain read that neither audits nor signs, so refreshing a
+dashboard never grows the log. Publishing
 anchors on demand is for admins (``Permission.ANCHOR_LEDGER``: it speaks for the log's key to
 the outside world) and is audited as ``ledger.anchor``. The verifier key is public.
 
@@ -36,7 +39,7 @@ from irmsia.security.policy import SYSTEM, Permission, authorize
 from irmsia.storage.base import BlobStore
 from irmsia.usecases.audit import AuditLog, Outcome
 from irmsia.usecases.context import RequestContext
-from irmsia.usecases.verify import Verification, VerifyScope
+from irmsia.usecases.verify import Verification, VerificationSummary, VerifyScope, latest_row, summary_of
 
 SYSTEM_CTX = RequestContext(principal=SYSTEM, client_ip=None, request_id=None)
 
@@ -131,6 +134,26 @@ def _anchor_record(row: LedgerAnchor) -> AnchorRecord:
     )
 
 
+@dataclass(frozen=True)
+class LedgerStatus:
+    """The log at a glance: its size, its latest checkpoint, last verification and anchors.
+
+    ``checkpoint`` and ``verification`` are None before the first one; ``anchors`` holds the
+    latest publication of each anchor kind (configured or ever used), None for a configured
+    anchor that has not published yet.
+    """
+
+    size: int
+    checkpoint: CheckpointRecord | None
+    verification: VerificationSummary | None
+    anchors: Mapping[str, AnchorRecord | None]
+
+    @property
+    def unsigned(self) -> int:
+        """Entries appended since the latest checkpoint."""
+        return self.size - (self.checkpoint.size if self.checkpoint else 0)
+
+
 @dataclass
 class LedgerReads:
     """What auditors and admins may read about the log."""
@@ -138,6 +161,7 @@ class LedgerReads:
     sessions: sessionmaker[Session]
     ledger: Ledger
     audit: AuditLog
+    anchor_kinds: Sequence[str] = ()  # the configured anchors, so that one never used still shows
 
     def public_key(self) -> str:
         """The log's verifier key string; public (anyone may check receipts with it)."""
@@ -155,6 +179,36 @@ class LedgerReads:
             self._read(session, ctx, "checkpoint")
             latest = self.ledger.latest_checkpoint(session)
             return latest if latest is not None else self.ledger.sign_checkpoint(session)
+
+    def status(self, ctx: RequestContext) -> LedgerStatus:
+        """Size, latest checkpoint, last verification and each anchor's latest publication.
+
+        A read-only query: unlike ``latest_checkpoint`` it never signs a checkpoint, and it is
+        not audited (see the module docstring).
+        """
+        authorize(ctx.principal, Permission.READ_LEDGER)
+        with self.sessions() as session:
+            size = self.ledger.size(session)
+            checkpoint = self.ledger.latest_checkpoint(session)
+            verification = latest_row(session)
+            kinds = list(
+                dict.fromkeys([*self.anchor_kinds, *session.scalars(select(LedgerAnchor.kind).distinct())])
+            )
+            anchors: dict[str, AnchorRecord | None] = {}
+            for kind in kinds:
+                row = session.scalars(
+                    select(LedgerAnchor)
+                    .where(LedgerAnchor.kind == kind)
+                    .order_by(LedgerAnchor.created_at.desc(), LedgerAnchor.checkpoint_size.desc())
+                    .limit(1)
+                ).first()
+                anchors[kind] = _anchor_record(row) if row is not None else None
+            return LedgerStatus(
+                size=size,
+                checkpoint=checkpoint,
+                verification=summary_of(verification) if verification is not None else None,
+                anchors=anchors,
+            )
 
     def checkpoints(self, ctx: RequestContext, *, offset: int = 0, limit: int = 50) -> Page[CheckpointRecord]:
         """Signed checkpoints, largest first."""
@@ -382,12 +436,12 @@ def build_ledger_services(
     ledger: Ledger,
     anchors: Sequence[Anchor] = (),
 ) -> LedgerServices:
-    """Wire the ledger use cases and register the ledger's audit hook on ``audit``."""
-    if ledger.on_audit not in audit.hooks:
-        audit.hooks.append(ledger.on_audit)
+    """Wire the ledger use cases (``audit`` logs into ``ledger`` already: see ``AuditLog.log``)."""
     return LedgerServices(
         ledger=ledger,
-        reads=LedgerReads(sessions=sessions, ledger=ledger, audit=audit),
+        reads=LedgerReads(
+            sessions=sessions, ledger=ledger, audit=audit, anchor_kinds=[anchor.kind for anchor in anchors]
+        ),
         anchoring=Anchoring(
             sessions=sessions, ledger=ledger, audit=audit, clock=clock, anchors=list(anchors)
         ),

@@ -108,9 +108,12 @@ class Accounts:
             return users
 
     def get(self, ctx: RequestContext, user_id: str) -> User:
+        """One account (admins only; audited as ``user.read``). Raises ``NotFound``."""
         authorize(ctx.principal, Permission.MANAGE_USERS)
-        with self.sessions() as session:
-            return self._load(session, user_id)
+        with transaction(self.sessions) as session:
+            user = self._load(session, user_id)
+            self.audit.record(session, ctx, "user.read", resource_type="user", resource_id=user.id)
+            return user
 
     def set_disabled(self, ctx: RequestContext, user_id: str, disabled: bool) -> User:
         """Disable (or re-enable) an account; disabling revokes its refresh tokens."""

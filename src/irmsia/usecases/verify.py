@@ -244,9 +244,7 @@ class Verification:
         """The most recent stored result; raises ``NotFound`` before the first run. Audited."""
         authorize(ctx.principal, Permission.READ_LEDGER)
         with transaction(self.sessions) as session:
-            row = session.scalars(
-                select(LedgerVerification).order_by(LedgerVerification.started_at.desc()).limit(1)
-            ).first()
+            row = latest_row(session)
             if row is None:
                 raise NotFound("no verification has run yet")
             self.audit.record(
@@ -531,6 +529,42 @@ class Verification:
                 )
             )
         return size
+
+
+@dataclass(frozen=True)
+class VerificationSummary:
+    """The headline of a stored run, without its mismatch list (for dashboards)."""
+
+    id: str
+    ok: bool
+    trigger: str
+    scope: str
+    started_at: datetime
+    finished_at: datetime
+    objects_checked: int
+    entries_checked: int
+    mismatch_count: int
+
+
+def latest_row(session: Session) -> LedgerVerification | None:
+    """The most recent stored run, or None before the first one (a plain read)."""
+    return session.scalars(
+        select(LedgerVerification).order_by(LedgerVerification.started_at.desc()).limit(1)
+    ).first()
+
+
+def summary_of(row: LedgerVerification) -> VerificationSummary:
+    return VerificationSummary(
+        id=row.id,
+        ok=row.ok,
+        trigger=row.trigger,
+        scope=row.scope,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        objects_checked=row.objects_checked,
+        entries_checked=row.entries_checked,
+        mismatch_count=row.mismatch_count,
+    )
 
 
 def _with_id(report: VerificationReport, report_id: str) -> VerificationReport:

@@ -106,6 +106,16 @@ def test_a_failure_after_the_record_but_before_commit_leaves_neither(
         assert session.scalars(select(AuditEvent).where(AuditEvent.action == "test.action")).first() is None
 
 
+def test_the_audit_log_cannot_exist_without_the_transparency_log(container: Container) -> None:
+    # By construction: every audit record, and every stored object (the ingest commit appends
+    # their entries through AuditLog.record_many), goes into the log through the session that
+    # writes it; there is no audit log without a transparency log to append to.
+    from irmsia.usecases.audit import AuditLog
+
+    with pytest.raises(TypeError, match="log"):
+        AuditLog(sessions=container.sessions, clock=container.clock)  # type: ignore[call-arg]
+
+
 def test_committed_records_and_entries_arrive_together(
     container: Container, ledger: Ledger, services: LedgerServices
 ) -> None:

@@ -87,7 +87,8 @@ def test_study_page_lists_series_thumbnails_and_downloads(browser: BrowserFactor
     dicom = reader.get(f"/portal/images/{world.image_ids[0]}/dicom")
     assert dicom.headers["content-disposition"] == f'attachment; filename="{world.image_ids[0]}.dcm"'
     assert pydicom.dcmread(io.BytesIO(dicom.content)).Modality == "CT"
-    assert "AI findings" not in page.text and "Who looked at this study" not in page.text
+    assert "No image of this study has been analysed yet." in page.text
+    assert "Who looked at this study" not in page.text
 
 
 def test_admins_get_a_link_to_who_looked_at_the_study(browser: BrowserFactory, world: World) -> None:

@@ -15,7 +15,6 @@ import pytest
 from irmsia.domain.png import decode_png
 from irmsia.errors import InvalidDicom, InvalidRequest, NotFound
 from irmsia.portal.forms import date_or_none, date_range, day_bounds, number, safe_next, text_or_none
-from irmsia.portal.jobs import mean_timings
 from irmsia.portal.paging import Pagination, page_number, reversed_window
 from irmsia.portal.sessions import CookieSigner, SessionPolicy, SessionStore, tokens_match
 from irmsia.portal.views.audit import csv_cell
@@ -24,6 +23,7 @@ from irmsia.portal.web import options_from
 from irmsia.portal.windowing import render_window
 from irmsia.usecases.auth import TokenPair
 from irmsia.usecases.ingest import FileResult
+from irmsia.usecases.jobs import mean_timings
 from tests.conftest import FakeClock, make_settings
 from tests.factories import make_ct, make_multiframe_us, to_bytes
 

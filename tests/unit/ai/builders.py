@@ -182,6 +182,69 @@ def tiny_hf_captioner(directory: Path, word: str = "radiograph") -> Path:
     return directory
 
 
+def tiny_hf_git(directory: Path, word: str = "chest") -> Path:
+    """A tiny GIT (``GitForCausalLM``) with its ``GitProcessor``, whose output layer always picks ``word``.
+
+    The language-model head's weights are zero and its bias points at ``word``, so greedy
+    generation emits ``word`` at every step whatever the image. Saved the way a GIT checkpoint
+    is: model, ``processor_config.json`` (CLIP image processor) and tokenizer in one directory.
+    """
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        CLIPImageProcessorPil,
+        GitConfig,
+        GitForCausalLM,
+        GitProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    vocab = {"[PAD]": 0, "[CLS]": 1, "[SEP]": 2, "[UNK]": 3}
+    vocab.update({w: i + 4 for i, w in enumerate(CAPTION_WORDS)})
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="[CLS]",
+        cls_token="[CLS]",
+        eos_token="[SEP]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+    )
+    config = GitConfig(
+        vision_config={
+            "image_size": 32,
+            "patch_size": 8,
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+        },
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = GitForCausalLM(config)
+    with torch.no_grad():
+        model.output.weight.zero_()
+        model.output.bias.zero_()
+        model.output.bias[vocab[word]] = 10.0
+    generation = model.generation_config
+    generation.bos_token_id, generation.eos_token_id, generation.pad_token_id = 1, 2, 0
+    model.save_pretrained(directory)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    GitProcessor(image_processor=image_processor, tokenizer=fast).save_pretrained(directory)
+    return directory
+
+
 # --- torchxrayvision ----------------------------------------------------------------------------
 
 

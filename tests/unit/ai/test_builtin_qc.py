@@ -180,3 +180,134 @@ def test_the_noise_estimate_matches_known_gaussian_noise() -> None:
 
     assert estimate == pytest.approx(5.0, rel=0.1)
     assert noise_sigma(ramp) == pytest.approx(0.0, abs=1e-3)
+
+
+# --- exposure ---------------------------------------------------------------------------------
+
+FULL_WINDOW = {"WindowCenter": 2048, "WindowWidth": 4096}  # the whole 12-bit range, shown as is
+
+
+def _exposure(result: AnalysisResult):  # type: ignore[no-untyped-def]
+    return next(f for f in result.findings if f.code == "qc.exposure")
+
+
+def test_an_under_exposed_radiograph_is_flagged_as_dark(runner: AnalysisRunner) -> None:
+    stored = (chest_phantom().astype(np.float64) * 0.1).astype(np.uint16)  # a tenth of the signal
+
+    result = _analyze(runner, cr_input(stored, **FULL_WINDOW))
+
+    exposure = _exposure(result)
+    assert exposure.severity is Severity.MODERATE
+    assert "dark" in exposure.description.lower()
+    assert exposure.value is not None and exposure.value < 35
+    assert any("exposure" in r.lower() for r in result.recommendations)
+
+
+def test_an_over_exposed_radiograph_is_flagged_as_bright(runner: AnalysisRunner) -> None:
+    phantom = chest_phantom().astype(np.float64)
+    stored = np.rint(4095 - (4095 - phantom) * 0.1).astype(np.uint16)  # everything near full signal
+
+    result = _analyze(runner, cr_input(stored, **FULL_WINDOW))
+
+    exposure = _exposure(result)
+    assert exposure.severity is Severity.MODERATE
+    assert "bright" in exposure.description.lower()
+    assert exposure.value is not None and exposure.value > 220
+
+
+def test_the_same_phantom_well_exposed_is_within_range(runner: AnalysisRunner) -> None:
+    result = _analyze(runner, cr_input(chest_phantom(), **FULL_WINDOW))
+
+    exposure = _exposure(result)
+    assert exposure.severity is Severity.NORMAL
+    assert exposure.value is not None and 35 <= exposure.value <= 220
+
+
+# --- modality consistency: body part and physical size -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("modality", "body_part"),
+    [("MG", "CHEST"), ("IO", "KNEE"), ("PX", "ABDOMEN"), ("OPT", "HAND")],
+)
+def test_a_body_part_implausible_for_the_modality_is_flagged(
+    runner: AnalysisRunner, modality: str, body_part: str
+) -> None:
+    result = _analyze(runner, cr_input(chest_phantom(), Modality=modality, BodyPartExamined=body_part))
+
+    finding = next(f for f in result.findings if f.code == "qc.body_part")
+    assert finding.severity is Severity.LOW
+    assert body_part in finding.description and modality in finding.description
+    assert any("Body Part Examined" in r for r in result.recommendations)
+
+
+@pytest.mark.parametrize(
+    ("modality", "body_part"),
+    [("MG", "BREAST"), ("IO", "TOOTH"), ("PX", "JAW"), ("OPT", "EYE"), ("CR", "KNEE"), ("MG", "")],
+)
+def test_a_plausible_or_unchecked_body_part_is_not_flagged(
+    runner: AnalysisRunner, modality: str, body_part: str
+) -> None:
+    result = _analyze(runner, cr_input(chest_phantom(), Modality=modality, BodyPartExamined=body_part))
+
+    assert "qc.body_part" not in {f.code for f in result.findings}
+
+
+def _size_finding(result: AnalysisResult):  # type: ignore[no-untyped-def]
+    return next((f for f in result.findings if f.code == "qc.pixel_spacing"), None)
+
+
+def test_a_ct_whose_pixel_spacing_makes_it_millimetres_wide_is_flagged(runner: AnalysisRunner) -> None:
+    ds = make_ct(rows=256, columns=256)
+    ds.PixelSpacing = [0.01, 0.01]  # 2.56 mm across: spacing probably written in cm
+
+    result = _analyze(runner, image_input(ds, with_modality=True))
+
+    finding = _size_finding(result)
+    assert finding is not None and finding.severity is Severity.LOW
+    assert finding.unit == "mm" and finding.value == pytest.approx(2.56)
+    assert "CT" in finding.description and "Pixel Spacing" in finding.description
+
+
+def test_a_ct_with_a_usual_field_of_view_is_not_flagged(runner: AnalysisRunner) -> None:
+    ds = make_ct(rows=256, columns=256)
+    ds.PixelSpacing = [1.5, 1.5]  # 384 mm
+
+    assert _size_finding(_analyze(runner, image_input(ds, with_modality=True))) is None
+
+
+def test_a_radiograph_metres_wide_is_flagged_and_imager_spacing_is_preferred(runner: AnalysisRunner) -> None:
+    wrong = _analyze(runner, cr_input(chest_phantom(), ImagerPixelSpacing=[10.0, 10.0]))  # 2.56 m
+    right = _analyze(
+        runner, cr_input(chest_phantom(), ImagerPixelSpacing=[1.4, 1.4], PixelSpacing=[10.0, 10.0])
+    )
+
+    finding = _size_finding(wrong)
+    assert finding is not None and finding.value == pytest.approx(2560.0)
+    assert _size_finding(right) is None  # 358 mm at the detector: Imager Pixel Spacing wins
+
+
+def test_a_mammogram_the_size_of_a_dental_film_is_flagged(runner: AnalysisRunner) -> None:
+    result = _analyze(
+        runner,
+        cr_input(chest_phantom(), Modality="MG", BodyPartExamined="BREAST", ImagerPixelSpacing=[0.1, 0.1]),
+    )  # 25.6 mm: a mammography detector is 180 mm or more
+
+    finding = _size_finding(result)
+    assert finding is not None and finding.value == pytest.approx(25.6)
+    assert "qc.body_part" not in {f.code for f in result.findings}
+
+
+def test_a_non_positive_pixel_spacing_is_reported(runner: AnalysisRunner) -> None:
+    result = _analyze(runner, cr_input(chest_phantom(), PixelSpacing=[0.0, 0.2]))
+
+    finding = _size_finding(result)
+    assert finding is not None and "not positive" in finding.description
+
+
+def test_without_a_spacing_or_a_range_for_the_modality_size_is_not_assessed(runner: AnalysisRunner) -> None:
+    no_spacing = _analyze(runner, cr_input(chest_phantom()))
+    ultrasound = _analyze(runner, cr_input(chest_phantom(), Modality="US", PixelSpacing=[50.0, 50.0]))
+
+    assert _size_finding(no_spacing) is None
+    assert _size_finding(ultrasound) is None

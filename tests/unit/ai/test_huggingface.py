@@ -16,7 +16,7 @@ from irmsia.ai.huggingface import HuggingFaceProvider
 from irmsia.ai.routing import Router
 from irmsia.ai.runner import AnalysisRunner, ProviderPool
 from irmsia.errors import ProviderUnavailable
-from tests.unit.ai.builders import tiny_hf_captioner, tiny_hf_classifier
+from tests.unit.ai.builders import tiny_hf_captioner, tiny_hf_classifier, tiny_hf_git
 from tests.unit.ai.conftest import FIXED_NOW
 
 
@@ -72,6 +72,31 @@ def test_an_image_to_text_model_writes_the_report_text(tmp_path: Path) -> None:
     assert result.status == "ok"
     assert result.report_text == "radiograph radiograph radiograph radiograph"
     assert result.findings == []
+
+
+def test_a_git_model_writes_the_report_text_through_its_processor(tmp_path: Path) -> None:
+    directory = tiny_hf_git(tmp_path / "git", word="chest")
+    assert (directory / "processor_config.json").is_file()  # loaded via AutoProcessor, not piecewise
+    provider = HuggingFaceProvider(directory, max_new_tokens=3)
+
+    results = _analyze(provider, [_image(10), _image(200)])
+
+    assert provider.task == "image-to-text"
+    assert [r.status for r in results] == ["ok", "ok"]
+    for result in results:
+        assert result.report_text == "chest chest chest"  # the [CLS] prompt token is not decoded
+        assert result.findings == [] and result.label_probabilities == {}
+        assert result.provenance.model == "huggingface:git"
+        assert result.provenance.weights_sha256 is not None and len(result.provenance.weights_sha256) == 64
+
+
+def test_a_git_model_without_its_tokenizer_is_unavailable(tmp_path: Path) -> None:
+    directory = tiny_hf_git(tmp_path / "git")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (directory / name).unlink()
+
+    with pytest.raises(ProviderUnavailable):
+        HuggingFaceProvider(directory)
 
 
 def test_a_directory_without_a_model_is_unavailable(tmp_path: Path) -> None:

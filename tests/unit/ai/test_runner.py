@@ -371,6 +371,55 @@ def test_a_batch_is_split_by_route_and_keeps_its_order(
     assert [r.provenance.provider for r in results] == ["builtin", "mock", "builtin"]
 
 
+class WantsValues(Scripted):
+    """A scripted provider that asks for the modality values (e.g. HU), like quality control does."""
+
+    input_spec = InputSpec(size=(8, 8), channels=1, value_range=(0.0, 1.0), keep_modality=True)
+
+
+def test_datasets_are_rendered_and_batched_per_provider_in_order(cleanup: list[AnalysisRunner]) -> None:
+    chest = Scripted([ProviderOutput(findings=[FINDING])])
+    other = WantsValues([ProviderOutput()])
+    router = Router.from_rules([{"modality": "CR", "provider": "onnx"}], "builtin")
+    runner = _runner({"onnx": lambda: chest, "builtin": lambda: other}, router=router)
+    cleanup.append(runner)
+
+    results = runner.analyze_datasets([make_cr(seed=1), make_ct(), make_cr(seed=2), make_ct(seed=3)])
+
+    assert [r.provenance.provider for r in results] == ["onnx", "builtin", "onnx", "builtin"]
+    assert chest.batches == [2] and other.batches == [2]
+    assert [r.status for r in results] == ["ok"] * 4
+    assert all(image.modality_values is not None for image in other.seen)  # decoded for who asks
+    assert other.seen[0].modality_values is not None and other.seen[0].modality_values.min() < 0  # HU
+
+
+def test_one_non_image_object_refuses_the_whole_batch_before_any_provider_runs(
+    cleanup: list[AnalysisRunner],
+) -> None:
+    provider = Scripted([ProviderOutput()])
+    runner = _runner({"builtin": lambda: provider})
+    cleanup.append(runner)
+    document = make_cr()
+    del document.PixelData
+    document.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"  # Enhanced SR
+
+    with pytest.raises(InvalidDicom) as raised:
+        runner.analyze_datasets([make_cr(), document])
+
+    assert raised.value.reason == "not_an_image"
+    assert provider.calls == 0
+
+
+def test_the_runner_hands_out_its_providers(cleanup: list[AnalysisRunner]) -> None:
+    provider = Scripted([ProviderOutput()])
+    runner = _runner({"builtin": lambda: provider})
+    cleanup.append(runner)
+
+    assert runner.provider("builtin") is provider
+    with pytest.raises(ProviderUnavailable):
+        runner.provider("onnx")
+
+
 def test_a_report_writer_adds_the_narrative_and_its_provenance(
     image: ImageInput, cleanup: list[AnalysisRunner]
 ) -> None:

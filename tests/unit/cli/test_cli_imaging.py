@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy
+import tqdm
 
 from irmsia.cli.main import main
 from tests.conftest import make_settings
@@ -95,3 +99,114 @@ def test_keys_rotate_and_status(settings, folder: Path) -> None:  # type: ignore
     code, out = run(settings, "keys", "rotate")
     assert code == 0 and "new key local-2" in out
     assert "current key: local-2" in run(settings, "keys", "status")[1]
+
+
+# --- the progress bar -------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    """Stands for a terminal on stderr, so that the progress bar is drawn."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _finished_jobs(settings) -> int:  # type: ignore[no-untyped-def]
+    engine = sqlalchemy.create_engine(settings.database_url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            query = sqlalchemy.text("SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'failed')")
+            return int(conn.execute(query).scalar_one())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def bar_steps(settings, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """(bar position, jobs finished in the database) right after every step of the bar.
+
+    The bar is tqdm's own; this only looks at it after each update. Reading the database
+    from the thread that advanced the bar tells whether the object counted had finished.
+    """
+    steps: list[tuple[int, int]] = []
+
+    class WatchedBar(tqdm.tqdm):  # type: ignore[type-arg]
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            steps.append((int(self.n), _finished_jobs(settings)))
+            return shown
+
+    monkeypatch.setattr(tqdm, "tqdm", WatchedBar)
+    return steps
+
+
+def _on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> _Terminal:
+    # Inside the test itself: pytest sets sys.stderr again between fixtures and the test.
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    return terminal
+
+
+def _last_bar(stderr: str) -> tuple[int, int, str]:
+    """Position, total and postfix of the bar as last drawn."""
+    drawn = re.findall(r"(\d+)/(\d+) \[[^\]]*?(?:, ([a-z]+=[^\]]*))?\]", stderr)
+    assert drawn, stderr
+    done, total, postfix = drawn[-1]
+    return int(done), int(total), postfix
+
+
+def test_progress_counts_each_object_as_it_finishes_zip_members_one_by_one(  # type: ignore[no-untyped-def]
+    settings, tmp_path: Path, bar_steps: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.dcm").write_bytes(to_bytes(make_ct(seed=1)))
+    (root / "empty.dcm").write_bytes(b"")  # refused before it becomes a job
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for n in range(3):
+            archive.writestr(f"m{n}.dcm", to_bytes(make_ct(seed=10 + n)))
+        archive.writestr("folder/", b"")
+    (root / "more.zip").write_bytes(buffer.getvalue())
+    (root / "notes.txt").write_bytes(b"hello, not dicom")  # rejected by the validate step
+    (root / "sub" / "b.dcm").write_bytes(to_bytes(make_cr()))
+
+    terminal = _on_a_terminal(monkeypatch)
+    code, out = run(settings, "ingest", str(root))
+
+    assert code == 1
+    assert "7 objects: 5 stored, 0 duplicate, 0 quarantined, 2 rejected" in out
+    # Files in order: a (job), empty (refused), three zip members (jobs), notes (job), b (job).
+    # Each step comes once the object it counts has finished: after its job has ended, or,
+    # for the refused file, once the next file is asked for.
+    assert bar_steps == [(1, 1), (2, 1), (3, 2), (4, 3), (5, 4), (6, 5), (7, 6)]
+    done, total, postfix = _last_bar(terminal.getvalue())
+    assert (done, total) == (7, 7)
+    assert postfix == "stored=5, duplicate=0, quarantined=0, rejected=2"
+
+
+@pytest.mark.slow
+def test_progress_with_worker_processes_never_runs_ahead_of_finished_jobs(  # type: ignore[no-untyped-def]
+    settings, tmp_path: Path, bar_steps: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(4):
+        (tmp_path / f"{n}.dcm").write_bytes(to_bytes(make_ct(seed=n)))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("x.dcm", to_bytes(make_ct(seed=7)))
+        archive.writestr("y.dcm", to_bytes(make_ct(seed=8)))
+    (tmp_path / "z.zip").write_bytes(buffer.getvalue())
+    paths = [str(tmp_path / f"{n}.dcm") for n in range(4)] + [str(tmp_path / "z.zip")]
+
+    terminal = _on_a_terminal(monkeypatch)
+    code, out = run(settings, "ingest", *paths, "--workers", "2")
+
+    assert code == 0, out
+    assert "6 objects: 6 stored" in out
+    # Files are read far faster than worker processes finish them: a bar that counted files
+    # as they were read would be ahead of the finished jobs here.
+    assert bar_steps and all(position <= finished for position, finished in bar_steps), bar_steps
+    assert [position for position, _ in bar_steps] == sorted(position for position, _ in bar_steps)
+    done, total, postfix = _last_bar(terminal.getvalue())
+    assert (done, total) == (6, 6)
+    assert postfix == "stored=6, duplicate=0, quarantined=0, rejected=0"

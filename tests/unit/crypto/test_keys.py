@@ -13,7 +13,13 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from irmsia.crypto import create_key_provider
-from irmsia.crypto.keys import KeyProvider, LocalKeyProvider, WrappedKey, parse_master_key
+from irmsia.crypto.keys import (
+    KeyProvider,
+    LocalKeyProvider,
+    WrappedKey,
+    parse_master_key,
+    read_master_key_file,
+)
 from irmsia.errors import ConfigError, IntegrityError, UnknownKey
 from tests.unit.crypto.conftest import MASTER_KEY, OTHER_MASTER_KEY
 
@@ -233,3 +239,64 @@ def test_registry_builds_the_local_provider(ring_path: Path) -> None:
 def test_registry_refuses_an_unknown_provider() -> None:
     with pytest.raises(ConfigError, match="local, vault"):
         create_key_provider("hsm")
+
+
+# --- the master key from a key file (ENCRYPTION_KEY_FILE) ---------------------------------
+
+
+def test_key_file_gives_the_same_keks_as_the_key_itself(tmp_path: Path, ring_path: Path) -> None:
+    path = tmp_path / "kek.hex"
+    path.write_text(MASTER_KEY.hex().upper() + "\n", encoding="ascii")
+    path.chmod(0o600)
+    key_file = read_master_key_file(path)
+    assert key_file.key == MASTER_KEY and key_file.mode == 0o600 and not key_file.exposed
+    from_env = LocalKeyProvider(MASTER_KEY, ring_path)
+    from_env.rotate()
+    wrapped = [LocalKeyProvider(MASTER_KEY).wrap(DEK), from_env.wrap(DEK)]
+    from_file = LocalKeyProvider(key_file.key, ring_path)
+    assert [from_file.unwrap(w) for w in wrapped] == [DEK, DEK]
+    assert MASTER_KEY.hex() not in repr(key_file)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_key_file_readable_by_others_is_reported_as_exposed(tmp_path: Path) -> None:
+    path = tmp_path / "kek.hex"
+    path.write_text(MASTER_KEY.hex(), encoding="ascii")
+    path.chmod(0o644)
+    key_file = read_master_key_file(path)
+    assert key_file.exposed and key_file.mode == 0o644
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_key_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "kek.hex"
+    path.write_text(MASTER_KEY.hex(), encoding="ascii")
+    path.chmod(0o000)
+    with pytest.raises(ConfigError) as caught:
+        read_master_key_file(path)
+    assert str(caught.value) == f"ENCRYPTION_KEY_FILE {path} cannot be read: permission denied"
+
+
+@pytest.mark.parametrize("content", [b"SECRETCANARY" * 5 + b"ABCD", b"\xff" * 64, MASTER_KEY])
+def test_key_file_content_is_never_echoed(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "kek.hex"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        read_master_key_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"ENCRYPTION_KEY_FILE {path} must hold 64 hex characters")
+    assert "SECRETCANARY" not in message and MASTER_KEY.hex() not in message
+
+
+def test_bootstrap_builds_the_local_provider_from_the_key_file(tmp_path: Path) -> None:
+    from irmsia.bootstrap import build_key_provider
+    from irmsia.config import load_settings
+
+    path = tmp_path / "kek.hex"
+    path.write_text(MASTER_KEY.hex(), encoding="ascii")
+    path.chmod(0o600)
+    common = {"IRMSIA_ENV": "test", "IRMSIA_DATA_DIR": str(tmp_path / "data")}
+    by_file = build_key_provider(load_settings({**common, "ENCRYPTION_KEY_FILE": str(path)}), [])
+    by_env = build_key_provider(load_settings({**common, "ENCRYPTION_KEY": MASTER_KEY.hex()}), [])
+    assert by_file.unwrap(by_env.wrap(DEK)) == DEK
+    assert by_env.unwrap(by_file.wrap(DEK)) == DEK

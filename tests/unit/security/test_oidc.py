@@ -749,3 +749,121 @@ def test_short_rsa_key_published_by_the_provider_is_refused(
 
     with pytest.raises(AuthenticationFailed, match=r"^signing key rejected$"):
         make_verifier().verify(token)
+
+
+# --- ID tokens of the portal's sign-in, and the discovery document --------------------------------
+CLIENT_ID = "irmsia-portal"
+NONCE = "n-0S6_WzA2Mj"
+
+
+def id_claims_for(idp: FakeIdP, **overrides: Any) -> dict[str, Any]:
+    return claims_for(idp, **{"aud": CLIENT_ID, "nonce": NONCE, **overrides})
+
+
+def test_id_token_for_the_client_with_the_nonce_is_accepted(
+    make_verifier: Callable[..., OIDCVerifier], idp: FakeIdP, keys: Keys
+) -> None:
+    identity = make_verifier().verify_id_token(
+        sign(keys.rsa, id_claims_for(idp)), client_id=CLIENT_ID, nonce=NONCE
+    )
+
+    assert identity.subject == "user-7f3a"
+    assert identity.roles == frozenset({"radiologist"})
+
+
+ID_REJECTED: dict[str, tuple[dict[str, Any], str]] = {
+    "api audience": ({"aud": AUDIENCE}, "audience mismatch"),
+    "several audiences, no azp": ({"aud": [CLIENT_ID, "other"]}, "missing claim: azp"),
+    "azp of another client": ({"azp": "other"}, "authorized party mismatch"),
+    "no nonce": ({"nonce": None}, "missing claim: nonce"),
+    "another nonce": ({"nonce": "n-other"}, "nonce mismatch"),
+    "nonce not a string": ({"nonce": 12}, "nonce mismatch"),
+    "no iat": ({"iat": None}, "missing claim: iat"),
+    "expired": ({"exp": NOW_S - 3600}, "token expired"),
+}
+
+
+@pytest.mark.parametrize("case", list(ID_REJECTED), ids=list(ID_REJECTED))
+def test_invalid_id_token_is_rejected(
+    make_verifier: Callable[..., OIDCVerifier], idp: FakeIdP, keys: Keys, case: str
+) -> None:
+    overrides, reason = ID_REJECTED[case]
+
+    with pytest.raises(AuthenticationFailed) as caught:
+        make_verifier().verify_id_token(
+            sign(keys.rsa, id_claims_for(idp, **overrides)), client_id=CLIENT_ID, nonce=NONCE
+        )
+
+    assert caught.value.detail == reason
+
+
+def test_id_token_with_several_audiences_needs_azp_naming_the_client(
+    make_verifier: Callable[..., OIDCVerifier], idp: FakeIdP, keys: Keys
+) -> None:
+    token = sign(keys.rsa, id_claims_for(idp, aud=[CLIENT_ID, AUDIENCE], azp=CLIENT_ID))
+
+    assert make_verifier().verify_id_token(token, client_id=CLIENT_ID, nonce=NONCE).subject == "user-7f3a"
+
+
+def test_refreshed_id_token_may_omit_the_nonce_but_not_change_it(
+    make_verifier: Callable[..., OIDCVerifier], idp: FakeIdP, keys: Keys
+) -> None:
+    verifier = make_verifier()
+    without = sign(keys.rsa, id_claims_for(idp, nonce=None))
+    other = sign(keys.rsa, id_claims_for(idp, nonce="n-other"))
+
+    assert verifier.verify_id_token(without, client_id=CLIENT_ID, nonce=NONCE, nonce_required=False)
+    with pytest.raises(AuthenticationFailed, match=r"^nonce mismatch$"):
+        verifier.verify_id_token(other, client_id=CLIENT_ID, nonce=NONCE, nonce_required=False)
+
+
+def test_id_token_alg_none_and_hs256_are_refused_like_bearer_tokens(
+    make_verifier: Callable[..., OIDCVerifier], idp: FakeIdP, keys: Keys
+) -> None:
+    verifier = make_verifier()
+    for token, reason in (
+        (unsigned_token(id_claims_for(idp)), "unsigned token"),
+        (hmac_token(id_claims_for(idp), public_pem(keys.rsa)), "algorithm not allowed"),
+    ):
+        with pytest.raises(AuthenticationFailed) as caught:
+            verifier.verify_id_token(token, client_id=CLIENT_ID, nonce=NONCE)
+        assert caught.value.detail == reason
+
+
+def test_metadata_shares_the_one_discovery_fetch_with_the_jwks(
+    make_verifier: Callable[..., OIDCVerifier], idp: FakeIdP, keys: Keys
+) -> None:
+    verifier = make_verifier()
+    verifier.verify(sign(keys.rsa, claims_for(idp)))
+
+    metadata = verifier.metadata()
+
+    assert metadata.issuer == idp.issuer
+    assert metadata.jwks_uri == idp.jwks_url
+    assert metadata.authorization_endpoint is None  # this fake announces no endpoints
+    assert metadata.code_challenge_methods is None
+    assert idp.hits == Counter({"discovery": 1, "jwks": 1})
+
+
+def test_metadata_is_fetched_again_after_its_ttl(
+    make_verifier: Callable[..., OIDCVerifier], idp: FakeIdP, clock: Clock
+) -> None:
+    verifier = make_verifier(discovery_ttl_s=600)
+    verifier.metadata()
+    clock.advance(599)
+    verifier.metadata()
+    assert idp.hits["discovery"] == 1
+
+    clock.advance(1)
+    verifier.metadata()
+
+    assert idp.hits["discovery"] == 2
+
+
+def test_metadata_of_an_impostor_issuer_is_a_configuration_error(
+    make_verifier: Callable[..., OIDCVerifier], idp: FakeIdP
+) -> None:
+    idp.discovery_issuer = "https://impostor.example.test/realms/irmsia"
+
+    with pytest.raises(ConfigError):
+        make_verifier().metadata()

@@ -11,6 +11,7 @@ from irmsia.api.deps import get_container, get_ctx
 from irmsia.api.routers import API_PREFIX
 from irmsia.api.schemas.ai import AnalysisList, AnalysisPublic, AnalyzeRequest, SignOffRequest
 from irmsia.bootstrap import Container
+from irmsia.reports.amend import FindingEdit
 from irmsia.usecases.analyze import StoredAnalysis
 from irmsia.usecases.context import RequestContext
 
@@ -83,7 +84,16 @@ def sign(
     container: Container = Depends(get_container),
 ) -> Response:
     report = container.reports.sign(
-        ctx, study_id, body.decision, narrative=body.narrative, comment=body.comment
+        ctx,
+        study_id,
+        body.decision,
+        narrative=body.narrative,
+        comment=body.comment,
+        diagnosis=body.diagnosis,
+        findings=[
+            FindingEdit(edit.image_id, edit.index, severity=edit.severity, remove=edit.remove)
+            for edit in body.findings
+        ],
     )
     return Response(report.to_json(), media_type="application/json")
 

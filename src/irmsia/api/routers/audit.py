@@ -20,6 +20,12 @@ router = APIRouter(prefix=f"{API_PREFIX}/audit", tags=["audit"])
 @router.get("", response_model=AuditPagePublic, summary="Search the audit log, newest first")
 def search_audit(
     actor_id: str | None = Query(None, max_length=128),
+    username: str | None = Query(None, max_length=128, description="the actor's username"),
+    patient: str | None = Query(
+        None,
+        max_length=64,
+        description="a patient pseudonym: its studies, series, images, reports, AI results",
+    ),
     action: str | None = Query(None, max_length=64),
     resource_type: str | None = Query(None, max_length=32),
     resource_id: str | None = Query(None, max_length=128),
@@ -34,7 +40,17 @@ def search_audit(
     for value in (since, until):
         if value is not None and value.tzinfo is None:
             raise InvalidRequest("since/until need a timezone, e.g. 2026-01-31T00:00:00Z")
-    flt = AuditFilter(actor_id, action, resource_type, resource_id, outcome, since, until)
+    flt = AuditFilter(
+        actor_id,
+        action,
+        resource_type,
+        resource_id,
+        outcome,
+        since,
+        until,
+        username=username,
+        patient=patient,
+    )
     page = container.audit.search(ctx, flt, offset=offset, limit=limit)
     return AuditPagePublic(
         items=[AuditEventPublic(**event.as_dict()) for event in page.items],

@@ -1,4 +1,8 @@
-"""DICOM upload (multipart: .dcm files and/or .zip archives, streamed) and job status."""
+"""DICOM upload (multipart: .dcm files and/or .zip archives, streamed) and pipeline jobs.
+
+Job status is for uploaders (their own jobs) and up; listing jobs and retrying or discarding
+failed ones is for admins (decided in ``irmsia.usecases.jobs``).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,18 @@ import json
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from starlette.requests import ClientDisconnect
 
 from irmsia.api.deps import get_container, get_ctx
 from irmsia.api.multipart import body_pieces, boundary_of, file_parts
 from irmsia.api.routers import API_PREFIX
-from irmsia.api.schemas.ingest import JobPublic, UploadBatch, UploadResult
+from irmsia.api.schemas.ingest import JobPagePublic, JobPublic, UploadBatch, UploadResult
 from irmsia.bootstrap import Container
+from irmsia.db.jobs import Job
 from irmsia.errors import InvalidDicom, InvalidRequest, PayloadTooLarge
 from irmsia.usecases.context import RequestContext
 from irmsia.usecases.ingest import Batch, FileResult, IncomingFile
+from irmsia.usecases.jobs import retryable
 
 router = APIRouter(prefix=API_PREFIX, tags=["dicom"])
 
@@ -56,7 +63,12 @@ def upload(
     boundary = boundary_of(request.headers.get("content-type"))
     parts = file_parts(body_pieces(request.stream().__aiter__()), boundary)
     files = (IncomingFile(data=part, label=str(number)) for number, part in enumerate(parts, start=1))
-    batch = container.ingest.submit(ctx, files, wait=wait, validation=validation)
+    try:
+        batch = container.ingest.submit(ctx, files, wait=wait, validation=validation)
+    except ClientDisconnect:
+        # The body ended early: the client went away, or the body limit was reached and the
+        # middleware has already answered 413. The object being read left nothing behind.
+        raise InvalidRequest("the upload ended before its body was complete") from None
     if not batch.files:
         raise InvalidRequest("the request contains no file part")
     if wait and len(batch.files) == 1 and batch.files[0].error:
@@ -70,11 +82,50 @@ def upload(
     return _batch(batch)
 
 
+@router.get("/jobs", response_model=JobPagePublic, summary="Pipeline jobs, newest first (admins)")
+def list_jobs(
+    state: Literal["pending", "running", "succeeded", "failed"] | None = None,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=500),
+    ctx: RequestContext = Depends(get_ctx),
+    container: Container = Depends(get_container),
+) -> JobPagePublic:
+    page = container.jobs.list(ctx, state=state, offset=offset, limit=limit)
+    return JobPagePublic(
+        items=[_job(job) for job in page.items], total=page.total, offset=page.offset, limit=page.limit
+    )
+
+
 @router.get("/jobs/{job_id}", response_model=JobPublic, summary="State of a pipeline job")
 def get_job(
     job_id: str, ctx: RequestContext = Depends(get_ctx), container: Container = Depends(get_container)
 ) -> JobPublic:
-    job = container.ingest.job(ctx, job_id)
+    return _job(container.ingest.job(ctx, job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    response_model=JobPublic,
+    summary="Queue a failed job that kept its input again (admins)",
+)
+def retry_job(
+    job_id: str, ctx: RequestContext = Depends(get_ctx), container: Container = Depends(get_container)
+) -> JobPublic:
+    return _job(container.jobs.retry(ctx, job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/discard",
+    response_model=JobPublic,
+    summary="Delete the kept input of a failed job (admins)",
+)
+def discard_job(
+    job_id: str, ctx: RequestContext = Depends(get_ctx), container: Container = Depends(get_container)
+) -> JobPublic:
+    return _job(container.jobs.discard(ctx, job_id))
+
+
+def _job(job: Job) -> JobPublic:
     return JobPublic(
         id=job.id,
         kind=job.kind,
@@ -89,6 +140,7 @@ def get_job(
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        retryable=retryable(job),
     )
 
 

@@ -90,6 +90,26 @@ class SeriesDetail(SeriesPublic):
     instances: list[ImagePublic]
 
 
+class SeriesListed(SeriesPublic):
+    study_id: str
+    patient_pseudonym: str
+    study_date: date | None
+
+
+class SeriesPage(BaseModel):
+    items: list[SeriesListed]
+    total: int
+    offset: int
+    limit: int
+
+
+class ImagePage(BaseModel):
+    items: list[ImagePublic]
+    total: int
+    offset: int
+    limit: int
+
+
 class QuarantinePage(BaseModel):
     items: list[ImagePublic]
     total: int

@@ -38,7 +38,7 @@ class JobPublic(BaseModel):
     id: str
     kind: str
     state: str
-    step: str | None
+    step: str | None = Field(description="the step running, or the step that failed")
     attempt: int
     batch_id: str | None
     error_code: str | None
@@ -48,3 +48,13 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    retryable: bool = Field(
+        False, description="failed with its encrypted input kept: an admin may retry or discard it"
+    )
+
+
+class JobPagePublic(BaseModel):
+    items: list[JobPublic]
+    total: int
+    offset: int
+    limit: int

@@ -6,6 +6,10 @@
 // CT stored with a soft-tissue one. While the mouse drags the window, the canvas previews it
 // by remapping the current 8-bit image through a lookup table (instant, but clipped to what the
 // current render holds); when the drag ends the exact render replaces the preview.
+//
+// AI findings: the page's data holds the newest AI result of each image of the series
+// ("ai", by image id); the side panel shows the one of the image on screen, built with
+// textContent only (never HTML from data).
 "use strict";
 
 (() => {
@@ -38,9 +42,13 @@
   const busy = document.getElementById("viewer-busy");
   const status = document.getElementById("viewer-status");
   const download = document.getElementById("download-current");
+  const aiBody = document.getElementById("ai-side-body");
+  const aiImageLabel = document.getElementById("ai-side-image");
+  const aiImageInput = document.getElementById("ai-image");
+  const aiResults = data.ai || {};
 
   const state = {
-    index: 0,
+    index: Math.max(0, Math.min(slices.length - 1, Number(data.start) || 0)),
     window: null, // null: automatic (stored PNG); else {center, width} in modality units
     autoWindow: null, // the automatic window, once a render told us
     colour: false, // the server said the image has no window (colour)
@@ -164,6 +172,67 @@
     });
   }
 
+  // --- AI findings of the image on screen ----------------------------------------------------
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function aiParts(result) {
+    if (!result) return [element("p", "muted", "This image has not been analysed yet.")];
+    if (result.status !== "ok") {
+      const failure = element("p", "ai-failure");
+      failure.append(element("strong", "", "Analysis failed: "), `${result.error || "no reason given"} `);
+      if (result.error_code) failure.append(element("span", "mono small", `(${result.error_code})`));
+      return [failure];
+    }
+    const parts = [];
+    const risk = element("p", "ai-side-risk");
+    risk.append(element("strong", "", `Risk ${result.risk === null ? "—" : result.risk} / 100`));
+    if (result.simulated) risk.append(" ", element("span", "badge badge-simulated", "simulated"));
+    parts.push(risk);
+    if (result.diagnosis) parts.push(element("p", "ai-side-diagnosis", `Suggested diagnosis: ${result.diagnosis}`));
+    if (result.findings.length) {
+      const list = element("ul", "ai-side-findings");
+      for (const finding of result.findings) {
+        const item = element("li");
+        const where = [finding.location, `${Math.round(finding.confidence * 100)}%`].filter(Boolean).join(" · ");
+        item.append(
+          element("span", `severity severity-${finding.severity}`, finding.severity),
+          " ",
+          element("span", "ai-side-finding", finding.description),
+          element("span", "muted small", ` (${where})`),
+        );
+        list.append(item);
+      }
+      parts.push(list);
+    } else {
+      parts.push(element("p", "muted", "No findings reported."));
+    }
+    if (result.recommendations.length) {
+      parts.push(element("h3", "ai-subhead", "Recommendations"));
+      const list = element("ul", "ai-recommendations");
+      for (const recommendation of result.recommendations) list.append(element("li", "", recommendation));
+      parts.push(list);
+    }
+    return parts;
+  }
+
+  let aiShown = null;
+  function showAI(slice) {
+    if (!aiBody || aiShown === slice.image) return;
+    aiShown = slice.image;
+    const result = aiResults[slice.image];
+    const parts = aiParts(result);
+    if (result) parts.push(element("p", "provenance small muted", `${result.provider} · ${result.model} · analysed ${result.when}`));
+    aiBody.replaceChildren(...parts);
+    if (aiImageLabel) aiImageLabel.textContent = slice.number !== null && slice.number !== undefined ? `· image ${slice.number}` : "";
+    if (aiImageInput) aiImageInput.value = slice.image;
+    root.dataset.aiImage = slice.image;
+  }
+
   // --- state changes -----------------------------------------------------------------------
   function shownWindow() {
     return state.preview || state.window || (state.entry && state.entry.window) || state.autoWindow;
@@ -194,6 +263,7 @@
       widthInput.value = String(Math.round(w.width * 10) / 10);
     }
     root.dataset.slice = String(state.index);
+    showAI(slice);
     root.dataset.window = state.window ? `${state.window.center}/${state.window.width}` : "auto";
   }
 

@@ -8,7 +8,6 @@ caller cannot fix (wrong role) is the 403 page, raised by the use case.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
@@ -17,16 +16,16 @@ from starlette.responses import Response
 
 from irmsia.bootstrap import Container
 from irmsia.db.jobs import Job
-from irmsia.errors import Conflict, InvalidRequest, IrmsiaError, StorageError
+from irmsia.errors import Conflict, InvalidRequest, StorageError
 from irmsia.portal.deps import csrf_form, current_session, get_container, page_ctx
 from irmsia.portal.error_pages import PortalRoute
 from irmsia.portal.forms import text_or_none
 from irmsia.portal.pages import render
 from irmsia.portal.paging import Pagination, offset_of, page_number
-from irmsia.portal.runtime import portal_of
 from irmsia.portal.sessions import PortalSession
 from irmsia.security.policy import Role
 from irmsia.usecases.context import RequestContext
+from irmsia.usecases.jobs import STATES, parse_timings, retryable
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
 
@@ -35,7 +34,6 @@ USERS_LIMIT = 500
 Id = Annotated[str, Path(max_length=64)]
 ShortQuery = Annotated[str | None, Query(max_length=64)]
 ShortForm = Annotated[str, Form(max_length=256)]
-JOB_STATES = ("pending", "running", "succeeded", "failed")
 
 
 def _back(path: str) -> Response:
@@ -50,27 +48,13 @@ def readiness(container: Container) -> dict[str, str]:
         return {"problem": exc.detail}
 
 
-def ledger_status(container: Container, ctx: RequestContext) -> dict[str, Any] | None:
-    """The latest signed checkpoint when this deployment has a ledger; None hides the section."""
-    services: Any = getattr(container, "ledger", None)
-    reads = getattr(services, "reads", None)
-    if reads is None or not hasattr(reads, "latest_checkpoint"):
-        return None
-    try:
-        checkpoint = reads.latest_checkpoint(ctx)
-    except IrmsiaError as exc:
-        return {"problem": exc.detail}
-    return {"size": checkpoint.size, "root": checkpoint.root_hash.hex(), "created_at": checkpoint.created_at}
-
-
 @router.get("/portal/admin", name="portal.admin")
 def dashboard(request: Request, ctx: RequestContext = Depends(page_ctx)) -> Response:
-    portal = portal_of(request)
-    container = portal.container
-    keys = container.key_admin.status(ctx)
-    metrics = portal.jobs.metrics(ctx)
-    failed = portal.jobs.list(ctx, state="failed", limit=5)
-    _, quarantined = container.retrieve.quarantined(ctx, limit=1)
+    """System, storage, key, ledger and pipeline status. Nothing it reads is audited and
+    nothing is written, so a refresh neither grows the audit log nor the ledger."""
+    container = get_container(request)
+    keys = container.status.keys(ctx)  # first: admins only, so the page is refused before any query
+    metrics = container.jobs.metrics(ctx)
     return render(
         request,
         "admin/dashboard.html",
@@ -78,10 +62,11 @@ def dashboard(request: Request, ctx: RequestContext = Depends(page_ctx)) -> Resp
             "title": "Admin dashboard",
             "keys": keys,
             "metrics": metrics,
-            "failed": [job_row(job) for job in failed.items],
-            "quarantined": quarantined,
+            "failed": [job_row(job) for job in metrics.recent_failures],
+            "storage": container.status.storage(ctx),
             "ready": readiness(container),
-            "ledger": ledger_status(container, ctx),
+            "ledger": container.ledger.reads.status(ctx),
+            "ai": container.analyze.latency(ctx),
         },
     )
 
@@ -208,11 +193,7 @@ def reset_password(
 
 def job_row(job: Job) -> dict[str, Any]:
     """A job as the tables show it: ids, state, the PHI-free failure, total step time."""
-    try:
-        timings = json.loads(job.timings or "{}")
-    except json.JSONDecodeError:
-        timings = {}
-    total = sum(v for v in timings.values() if isinstance(v, int | float)) if isinstance(timings, dict) else 0
+    total = sum(parse_timings(job.timings).values())
     return {
         "id": job.id,
         "kind": job.kind,
@@ -225,6 +206,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "finished_at": job.finished_at,
         "duration_ms": round(total, 1) if total else None,
+        "retryable": retryable(job),
     }
 
 
@@ -237,7 +219,7 @@ def jobs(
 ) -> Response:
     number = page_number(page)
     wanted = text_or_none(state, max_length=16)
-    found = portal_of(request).jobs.list(
+    found = get_container(request).jobs.list(
         ctx, state=wanted, offset=offset_of(number, PER_PAGE), limit=PER_PAGE
     )
     return render(
@@ -247,10 +229,57 @@ def jobs(
             "title": "Pipeline jobs",
             "jobs": [job_row(job) for job in found.items],
             "state": wanted or "",
-            "states": JOB_STATES,
+            "states": STATES,
             "pagination": Pagination(number, PER_PAGE, found.total),
+            "back": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         },
     )
+
+
+def _jobs_page(back: str) -> str:
+    """Where a job action returns: the jobs page the form was on (state filter and page kept)."""
+    return back if back.startswith("/portal/admin/jobs") and "//" not in back else "/portal/admin/jobs"
+
+
+@router.post("/portal/admin/jobs/{job_id}/retry", name="portal.job_retry", dependencies=[Depends(csrf_form)])
+def retry_job(
+    request: Request,
+    job_id: Id,
+    back: Annotated[str, Form(max_length=256)] = "",
+    ctx: RequestContext = Depends(page_ctx),
+    session: PortalSession = Depends(current_session),
+) -> Response:
+    try:
+        job = get_container(request).jobs.retry(ctx, job_id)
+    except Conflict as exc:
+        session.flash("error", f"Job {job_id} not retried: {exc.detail}")
+    else:
+        if job.state == "failed":
+            session.flash(
+                "error", f"Job {job_id} was retried and failed again at {job.step}: {job.error_code}."
+            )
+        else:
+            session.flash("success", f"Job {job_id} was queued again; it is now {job.state}.")
+    return _back(_jobs_page(back))
+
+
+@router.post(
+    "/portal/admin/jobs/{job_id}/discard", name="portal.job_discard", dependencies=[Depends(csrf_form)]
+)
+def discard_job(
+    request: Request,
+    job_id: Id,
+    back: Annotated[str, Form(max_length=256)] = "",
+    ctx: RequestContext = Depends(page_ctx),
+    session: PortalSession = Depends(current_session),
+) -> Response:
+    try:
+        get_container(request).jobs.discard(ctx, job_id)
+    except Conflict as exc:
+        session.flash("error", f"Job {job_id}: {exc.detail}")
+    else:
+        session.flash("success", f"The kept input of job {job_id} was deleted; it cannot be retried.")
+    return _back(_jobs_page(back))
 
 
 # --- quarantine ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -31,8 +31,11 @@ router = APIRouter(route_class=PortalRoute, include_in_schema=False)
 PER_PAGE = 50
 EXPORT_PAGE = 500
 OUTCOMES = ("success", "failure", "denied")
+# Suggestions for the action field (any action can be typed): what the code records.
 KNOWN_ACTIONS = (
     "access.denied",
+    "ai.analyze",
+    "ai.read",
     "audit.search",
     "auth.login",
     "auth.logout",
@@ -42,14 +45,26 @@ KNOWN_ACTIONS = (
     "image.download.png",
     "image.download.png16",
     "image.download.thumbnail",
+    "image.list",
     "image.read",
     "ingest.store",
     "ingest.submit",
+    "job.discard",
     "job.list",
+    "job.retry",
     "keys.rotate",
+    "keys.status",
+    "ledger.anchor",
+    "ledger.read",
+    "ledger.verify",
     "patient.list",
     "quarantine.list",
     "quarantine.release",
+    "report.confirmed",
+    "report.edited",
+    "report.read",
+    "report.rejected",
+    "series.list",
     "series.read",
     "study.delete",
     "study.list",
@@ -58,6 +73,8 @@ KNOWN_ACTIONS = (
     "user.create",
     "user.disable",
     "user.enable",
+    "user.list",
+    "user.read",
     "user.reset_password",
     "user.set_role",
     "vault.read",
@@ -79,29 +96,58 @@ CSV_COLUMNS = (
 ShortQuery = Annotated[str | None, Query(max_length=128)]
 
 
-def audit_filter(
-    actor: str | None,
-    action: str | None,
-    resource: str | None,
-    outcome: str | None,
-    date_from: str | None,
-    date_to: str | None,
-) -> tuple[AuditFilter, dict[str, str]]:
-    """The use case's filter from the form's fields, and the fields as the form shows them again."""
-    wanted_outcome = text_or_none(outcome, max_length=16)
+@dataclass(frozen=True)
+class FilterForm:
+    """The audit filter form's fields, as the query string carries them."""
+
+    username: str | None = None
+    patient: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    resource: str | None = None
+    outcome: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+
+
+def filter_form(
+    username: ShortQuery = None,
+    patient: ShortQuery = None,
+    actor: ShortQuery = None,
+    action: ShortQuery = None,
+    resource: ShortQuery = None,
+    outcome: ShortQuery = None,
+    date_from: ShortQuery = None,
+    date_to: ShortQuery = None,
+) -> FilterForm:
+    """Dependency: the filter fields, shared by the log page and its CSV export."""
+    return FilterForm(username, patient, actor, action, resource, outcome, date_from, date_to)
+
+
+def audit_filter(form: FilterForm) -> tuple[AuditFilter, dict[str, str]]:
+    """The use case's filter from the form's fields, and the fields as the form shows them again.
+
+    The username and the patient pseudonym are passed on as typed: the use case resolves
+    them (to the account's id, and to the patient's studies, series, images and results).
+    """
+    wanted_outcome = text_or_none(form.outcome, max_length=16)
     if wanted_outcome and wanted_outcome not in OUTCOMES:
         raise InvalidRequest(f"outcome must be one of {', '.join(OUTCOMES)}")
-    first, last = date_range(date_or_none(date_from, "From"), date_or_none(date_to, "To"))
+    first, last = date_range(date_or_none(form.date_from, "From"), date_or_none(form.date_to, "To"))
     since, until = day_bounds(first, last)
     flt = AuditFilter(
-        actor_id=text_or_none(actor),
-        action=text_or_none(action, max_length=64),
-        resource_id=text_or_none(resource),
+        actor_id=text_or_none(form.actor),
+        action=text_or_none(form.action, max_length=64),
+        resource_id=text_or_none(form.resource),
         outcome=wanted_outcome,
         since=since,
         until=until,
+        username=text_or_none(form.username),
+        patient=text_or_none(form.patient, max_length=64),
     )
     shown = {
+        "username": flt.username or "",
+        "patient": flt.patient or "",
         "actor": flt.actor_id or "",
         "action": flt.action or "",
         "resource": flt.resource_id or "",
@@ -123,16 +169,11 @@ def event_row(event: AuditEvent) -> dict[str, Any]:
 @router.get("/portal/audit", name="portal.audit")
 def audit(
     request: Request,
-    actor: ShortQuery = None,
-    action: ShortQuery = None,
-    resource: ShortQuery = None,
-    outcome: ShortQuery = None,
-    date_from: ShortQuery = None,
-    date_to: ShortQuery = None,
+    form: FilterForm = Depends(filter_form),
     page: ShortQuery = None,
     ctx: RequestContext = Depends(page_ctx),
 ) -> Response:
-    flt, shown = audit_filter(actor, action, resource, outcome, date_from, date_to)
+    flt, shown = audit_filter(form)
     number = page_number(page)
     found = get_container(request).audit.search(ctx, flt, offset=offset_of(number, PER_PAGE), limit=PER_PAGE)
     return render(
@@ -190,12 +231,7 @@ def csv_lines(audit: AuditLog, ctx: RequestContext, flt: AuditFilter, first: Aud
 @router.get("/portal/audit/export.csv", name="portal.audit_export")
 def export(
     request: Request,
-    actor: ShortQuery = None,
-    action: ShortQuery = None,
-    resource: ShortQuery = None,
-    outcome: ShortQuery = None,
-    date_from: ShortQuery = None,
-    date_to: ShortQuery = None,
+    form: FilterForm = Depends(filter_form),
     ctx: RequestContext = Depends(page_ctx),
 ) -> Response:
     """The filtered audit log as CSV, streamed page by page.
@@ -204,7 +240,7 @@ def export(
     streams, its own page reads included (they are audited), are left for the next export.
     """
     container = get_container(request)
-    flt, _ = audit_filter(actor, action, resource, outcome, date_from, date_to)
+    flt, _ = audit_filter(form)
     now: datetime = container.clock()
     if flt.until is None or flt.until > now:
         flt = replace(flt, until=now)
