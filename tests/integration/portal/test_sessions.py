@@ -130,6 +130,26 @@ def test_login_without_the_form_nonce_is_refused(browser: BrowserFactory, contai
     assert _actions(container, "auth.login") == []
 
 
+def test_loading_the_sign_in_page_again_does_not_expire_a_form_on_screen(
+    browser: BrowserFactory, container: Container
+) -> None:
+    # A second tab, or an image request of a page signed out meanwhile that is redirected to
+    # the sign-in page, must not invalidate the form the user is filling in.
+    container.accounts.create(CLI_CTX, "reader2", "clinician", TEST_PASSWORD)
+    visitor = browser()
+    first = csrf_of(visitor.http.get("/portal/login").text)
+    again = visitor.http.get("/portal/login")
+    assert csrf_of(again.text) == first
+    response = visitor.http.post(
+        "/portal/login", data={"username": "reader2", "password": TEST_PASSWORD, "csrf_token": first}
+    )
+    assert response.status_code == 303 and SESSION_COOKIE in response.headers.get("set-cookie", "")
+    # A malformed pre-login cookie is replaced, not trusted.
+    stranger = browser()
+    stranger.http.cookies.set(LOGIN_COOKIE, "planted", path="/portal/login")
+    assert csrf_of(stranger.http.get("/portal/login").text) != "planted"
+
+
 @pytest.mark.parametrize(
     "target", ["https://evil.example/", "//evil.example/x", "/api/v1/users", "/portal\\x"]
 )

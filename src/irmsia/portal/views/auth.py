@@ -8,6 +8,7 @@ provider's top-level redirect) to which the server bound the sign-in's state.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -38,6 +39,7 @@ router = APIRouter(route_class=PortalRoute, include_in_schema=False)
 HOME = "/portal/"
 COOKIE_PATH = "/portal"
 LOGIN_COOKIE_MAX_AGE = 3600
+_NONCE = re.compile(r"[A-Za-z0-9_-]{43}")  # what new_nonce() makes
 SHORT_FIELD = 256
 PASSWORD_FIELD = 1024
 OIDC_COOKIE = "irmsia_oidc"  # binds a started OIDC sign-in to this browser
@@ -72,7 +74,11 @@ def _login_form(
     status: int = 200,
     end_session_url: str | None = None,
 ) -> Response:
-    nonce = new_nonce()
+    # Keep the browser's pre-login token while it lasts: a second load of the sign-in page
+    # (another tab, or a stale image request redirected here) must not expire a form already
+    # on screen. The token is random, HttpOnly and SameSite=Strict, so a site cannot plant it.
+    kept = request.cookies.get(LOGIN_COOKIE)
+    nonce = kept if kept is not None and _NONCE.fullmatch(kept) else new_nonce()
     flow = portal_of(request).container.oidc_login
     response = render(
         request,
