@@ -42,6 +42,13 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def engine_of(factory: sessionmaker[Session]) -> Engine:
+    """The engine behind ``factory``: for the few hot statements that skip the ORM session."""
+    engine = factory.kw["bind"]
+    assert isinstance(engine, Engine)
+    return engine
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from irmsia.db.base import Base, new_id
 
+MAX_ATTEMPTS = 3  # runs of a job before a retryable failure becomes final
+
 
 class Job(Base):
     """One unit of pipeline work (e.g. ingesting one uploaded object).
@@ -25,7 +27,7 @@ class Job(Base):
     state: Mapped[str] = mapped_column(String(16))  # pending | running | succeeded | failed
     step: Mapped[str | None] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=MAX_ATTEMPTS)
     batch_id: Mapped[str | None] = mapped_column(String(32))
     submitted_by: Mapped[str | None] = mapped_column(String(128))
     spool_key: Mapped[str | None] = mapped_column(String(255))

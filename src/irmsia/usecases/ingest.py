@@ -21,11 +21,12 @@ from __future__ import annotations
 import itertools
 import json
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session, sessionmaker
 from stream_unzip import UnzipError, stream_unzip
 
@@ -33,7 +34,7 @@ from irmsia.clock import Clock
 from irmsia.crypto.envelope import EnvelopeCipher
 from irmsia.db.base import new_id
 from irmsia.db.engine import transaction
-from irmsia.db.jobs import Job
+from irmsia.db.jobs import MAX_ATTEMPTS, Job
 from irmsia.errors import InvalidDicom, IrmsiaError, NotFound, PayloadTooLarge
 from irmsia.pipeline.executors import Executor
 from irmsia.pipeline.job import JobState, spool_key
@@ -48,6 +49,10 @@ ZIP_MAGIC = b"PK\x03\x04"
 INGEST = "ingest"
 IN_MEMORY_MAX = 32 << 20  # objects up to this size skip the spool when the caller waits
 IN_FLIGHT_BYTES = 256 << 20  # in-memory input handed to the executor and not yet processed
+GROUP_FILES = 16  # jobs recorded in one transaction, then queued together
+GROUP_BYTES = 32 << 20  # …or fewer, once their in-memory input reaches this size
+_JOBS: Table = Job.__table__  # type: ignore[assignment]
+_NEW_JOB = insert(_JOBS)
 
 
 @dataclass(frozen=True)
@@ -115,46 +120,83 @@ class Ingest:
             options["validation"] = validation
         authorize(ctx.principal, Permission.UPLOAD_IMAGES)
         batch = Batch(batch_id=new_id(), files=[])
-        futures: list[tuple[FileResult, Future[Outcome]]] = []
-        in_flight: deque[tuple[Future[Outcome], int]] = deque()
-        held = 0  # bytes of in-memory input in flight
-        for received in files:
-            try:
-                for incoming in expand_archive(received):
-                    item = FileResult(label=incoming.label)
-                    batch.files.append(item)
-                    try:
-                        ticket = self._receive(ctx, batch.batch_id, incoming, options, in_memory=wait)
-                    except IrmsiaError as exc:
-                        _reject(item, exc)
-                        continue
-                    item.job_id = ticket.job_id
-                    future = self.executor.submit(ticket.job_id, ticket.payload, ticket.size)
-                    futures.append((item, future))
-                    if ticket.payload is None:
-                        continue
-                    in_flight.append((future, ticket.size))
-                    held += ticket.size
-                    while in_flight and (held > IN_FLIGHT_BYTES or in_flight[0][0].done()):
-                        done, size = in_flight.popleft()
-                        done.exception()  # waits; the outcome itself is read below
-                        held -= size
-            except InvalidDicom as exc:  # a broken archive: its remaining members are lost
-                batch.files.append(_reject(FileResult(label=received.label), exc))
-        with transaction(self.sessions) as session:
+        handover = _Handover(self.executor)
+        try:
+            for received in files:
+                try:
+                    for incoming in expand_archive(received):
+                        item = FileResult(label=incoming.label)
+                        batch.files.append(item)
+                        try:
+                            ticket, row = self._receive(
+                                ctx, batch.batch_id, incoming, options, in_memory=wait
+                            )
+                        except IrmsiaError as exc:
+                            _reject(item, exc)
+                            continue
+                        item.job_id = ticket.job_id
+                        handover.add(item, ticket, row)
+                        if handover.full:
+                            self._hand_over(handover)
+                except InvalidDicom as exc:  # a broken archive: its remaining members are lost
+                    batch.files.append(_reject(FileResult(label=received.label), exc))
+        except BaseException:
+            # The request broke off (e.g. over its size limit): the objects received in full
+            # are processed as usual.
+            self._hand_over(handover)
+            raise
+        queued = len(handover.futures) + len(handover.waiting)
+
+        def submitted(session: Session) -> None:
             self.audit.record(
                 session,
                 ctx,
                 "ingest.submit",
                 resource_type="batch",
                 resource_id=batch.batch_id,
-                outcome=AuditOutcome.SUCCESS if futures else AuditOutcome.FAILURE,
-                detail={"objects": len(batch.files), "queued": len(futures)},
+                outcome=AuditOutcome.SUCCESS if queued else AuditOutcome.FAILURE,
+                detail={"objects": len(batch.files), "queued": queued},
             )
+
+        # The last jobs' records and the submission's audit record: one transaction (a
+        # one-file upload writes once before its job runs).
+        if not self._hand_over(handover, also=submitted):
+            with transaction(self.sessions) as session:
+                submitted(session)
         if wait:
-            for item, future in futures:
+            for item, future in handover.futures:
                 _apply(item, future.result())
         return batch
+
+    def _hand_over(self, handover: _Handover, also: Callable[[Session], None] | None = None) -> bool:
+        """Record the waiting jobs (and ``also``) in one transaction, then queue the jobs.
+
+        Returns False when that transaction failed with an ``IrmsiaError``: the waiting
+        objects are then rejected with it and ``also`` was not recorded. Any other error is
+        raised. Either way the failed jobs' spools are deleted.
+        """
+        waiting, handover.waiting, handover.bytes = handover.waiting, [], 0
+        if not waiting and also is None:
+            return True
+        try:
+            with transaction(self.sessions) as session:
+                if waiting:
+                    session.execute(_NEW_JOB, [row for _item, _ticket, row in waiting])
+                if also is not None:
+                    also(session)
+        except BaseException as exc:
+            for item, _ticket, row in waiting:
+                if row["spool_key"]:
+                    self.blobs.delete(row["spool_key"])
+                item.job_id = None
+                if isinstance(exc, IrmsiaError):
+                    _reject(item, exc)
+            if not isinstance(exc, IrmsiaError):
+                raise
+            return False
+        for item, ticket, _row in waiting:
+            handover.queue(item, ticket)
+        return True
 
     def job(self, ctx: RequestContext, job_id: str) -> Job:
         """A job record (uploaders see their own jobs; admins and radiologists see all).
@@ -179,8 +221,9 @@ class Ingest:
         options: dict[str, Any],
         *,
         in_memory: bool,
-    ) -> Ticket:
-        """Read one object and record its job: in memory when allowed and small, else spooled."""
+    ) -> tuple[Ticket, dict[str, Any]]:
+        """Read one object, in memory when allowed and small, else spooled; return its ticket
+        and the job's row (``_hand_over`` records it)."""
         job_id = new_id()
         counter = _Counter(incoming.data, self.max_object_bytes)
         try:
@@ -195,9 +238,8 @@ class Ingest:
                         raise InvalidDicom("the file is empty", reason="empty")
                     payload = b"".join(head)
                     del head
-                    with transaction(self.sessions) as session:
-                        session.add(self._job(ctx, job_id, batch_id, options, len(payload)))
-                    return Ticket(job_id, payload, len(payload))
+                    row = self._job(ctx, job_id, batch_id, options, len(payload))
+                    return Ticket(job_id, payload, len(payload)), row
             return self._spool(ctx, batch_id, job_id, itertools.chain(head, counter), counter, options)
         except BaseException:
             for _ in counter.rest():  # drain, so the next object of the request can be read
@@ -212,36 +254,88 @@ class Ingest:
         pieces: Iterator[bytes],
         counter: _Counter,
         options: dict[str, Any],
-    ) -> Ticket:
+    ) -> tuple[Ticket, dict[str, Any]]:
         key = spool_key(job_id)
         sealed = self.cipher.encrypt_stream(f"spool:{job_id}", pieces)
         try:
             self.blobs.put_stream(key, sealed.chunks)
             if counter.total == 0:
                 raise InvalidDicom("the file is empty", reason="empty")
-            job = self._job(ctx, job_id, batch_id, options, counter.total)
-            job.spool_key, job.spool_key_id = key, sealed.wrapped_key.key_id
-            job.spool_wrapped_key = sealed.wrapped_key.ciphertext
-            with transaction(self.sessions) as session:
-                session.add(job)
         except BaseException:
             self.blobs.delete(key)
             raise
-        return Ticket(job_id, None, counter.total)
+        row = self._job(ctx, job_id, batch_id, options, counter.total)
+        row.update(
+            spool_key=key,
+            spool_key_id=sealed.wrapped_key.key_id,
+            spool_wrapped_key=sealed.wrapped_key.ciphertext,
+        )
+        return Ticket(job_id, None, counter.total), row
 
     def _job(
         self, ctx: RequestContext, job_id: str, batch_id: str, options: dict[str, Any], size: int
-    ) -> Job:
-        return Job(
-            id=job_id,
-            kind=INGEST,
-            state=JobState.PENDING.value,
-            batch_id=batch_id,
-            submitted_by=ctx.actor_id,
-            input_size=size,
-            options=json.dumps(options, sort_keys=True),
-            created_at=self.clock(),
-        )
+    ) -> dict[str, Any]:
+        """A new job's row (every column: one compiled INSERT serves every job)."""
+        return {
+            "id": job_id,
+            "kind": INGEST,
+            "state": JobState.PENDING.value,
+            "step": None,
+            "attempt": 0,
+            "max_attempts": MAX_ATTEMPTS,
+            "batch_id": batch_id,
+            "submitted_by": ctx.actor_id,
+            "spool_key": None,
+            "spool_key_id": None,
+            "spool_wrapped_key": None,
+            "input_size": size,
+            "options": json.dumps(options, sort_keys=True),
+            "result": "{}",
+            "timings": "{}",
+            "error_code": None,
+            "error_detail": None,
+            "created_at": self.clock(),
+            "started_at": None,
+            "finished_at": None,
+        }
+
+
+class _Handover:
+    """Jobs received but not yet recorded, and the queued jobs' futures.
+
+    Jobs are recorded a group at a time (one transaction for up to ``GROUP_FILES`` jobs or
+    ``GROUP_BYTES`` of in-memory input), then queued; ``queue`` bounds the in-memory input
+    the executor holds (``IN_FLIGHT_BYTES``), waiting for earlier jobs when over it.
+    """
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self.waiting: list[tuple[FileResult, Ticket, dict[str, Any]]] = []
+        self.bytes = 0  # in-memory input of the waiting jobs
+        self.futures: list[tuple[FileResult, Future[Outcome]]] = []
+        self._in_flight: deque[tuple[Future[Outcome], int]] = deque()
+        self._held = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.waiting) >= GROUP_FILES or self.bytes >= GROUP_BYTES
+
+    def add(self, item: FileResult, ticket: Ticket, row: dict[str, Any]) -> None:
+        self.waiting.append((item, ticket, row))
+        if ticket.payload is not None:
+            self.bytes += ticket.size
+
+    def queue(self, item: FileResult, ticket: Ticket) -> None:
+        future = self._executor.submit(ticket.job_id, ticket.payload, ticket.size)
+        self.futures.append((item, future))
+        if ticket.payload is None:
+            return
+        self._in_flight.append((future, ticket.size))
+        self._held += ticket.size
+        while self._in_flight and (self._held > IN_FLIGHT_BYTES or self._in_flight[0][0].done()):
+            done, size = self._in_flight.popleft()
+            done.exception()  # waits; the outcome itself is read by the caller
+            self._held -= size
 
 
 class _Counter(Iterator[bytes]):

@@ -13,9 +13,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from irmsia.bootstrap import Container
+from irmsia.db.engine import transaction
 from irmsia.db.imaging import StoredObject
 from irmsia.db.jobs import Job
 from irmsia.errors import StorageError
@@ -85,10 +86,12 @@ def test_jobs_queued_behind_a_busy_worker_are_committed_together(
 
 
 def _ticket(container: Container, blob: bytes) -> tuple[str, bytes, int]:
-    ticket = container.ingest._receive(
+    ticket, row = container.ingest._receive(
         CLI_CTX, "batch", IncomingFile(data=[blob], label="1"), {}, in_memory=True
     )
     assert ticket.payload is not None
+    with transaction(container.sessions) as session:  # what Ingest.submit records
+        session.execute(insert(Job), [row])
     return ticket.job_id, ticket.payload, ticket.size
 
 
