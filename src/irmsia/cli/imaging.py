@@ -91,7 +91,13 @@ def ingest_command(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     try:
         bar = tqdm(total=sum(expected), unit="object", disable=args.no_progress or not sys.stderr.isatty())
         progress = _Progress(bar)
-        ingest = replace(container.ingest, executor=_ReportingExecutor(container.ingest.executor, progress))
+        # Each object's job is queued before the next file is read: the bar counts a file's
+        # objects that did not become jobs as refused when the next file is asked for.
+        ingest = replace(
+            container.ingest,
+            executor=_ReportingExecutor(container.ingest.executor, progress),
+            group_files=1,
+        )
         incoming = (
             IncomingFile(data=_read(path), label=str(n))
             for n, path in enumerate(progress.objects(files, expected), 1)

@@ -101,6 +101,8 @@ class Ingest:
     audit: AuditLog
     max_object_bytes: int
     options: dict[str, Any] = field(default_factory=dict)
+    # Jobs recorded per transaction; 1 queues each job before the next object is read.
+    group_files: int = GROUP_FILES
 
     def submit(
         self,
@@ -120,7 +122,7 @@ class Ingest:
             options["validation"] = validation
         authorize(ctx.principal, Permission.UPLOAD_IMAGES)
         batch = Batch(batch_id=new_id(), files=[])
-        handover = _Handover(self.executor)
+        handover = _Handover(self.executor, self.group_files)
         try:
             for received in files:
                 try:
@@ -303,13 +305,14 @@ class Ingest:
 class _Handover:
     """Jobs received but not yet recorded, and the queued jobs' futures.
 
-    Jobs are recorded a group at a time (one transaction for up to ``GROUP_FILES`` jobs or
-    ``GROUP_BYTES`` of in-memory input), then queued; ``queue`` bounds the in-memory input
+    Jobs are recorded a group at a time (one transaction for up to ``Ingest.group_files``
+    jobs or ``GROUP_BYTES`` of in-memory input), then queued; ``queue`` bounds the in-memory input
     the executor holds (``IN_FLIGHT_BYTES``), waiting for earlier jobs when over it.
     """
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, group_files: int) -> None:
         self._executor = executor
+        self._group_files = group_files
         self.waiting: list[tuple[FileResult, Ticket, dict[str, Any]]] = []
         self.bytes = 0  # in-memory input of the waiting jobs
         self.futures: list[tuple[FileResult, Future[Outcome]]] = []
@@ -318,7 +321,7 @@ class _Handover:
 
     @property
     def full(self) -> bool:
-        return len(self.waiting) >= GROUP_FILES or self.bytes >= GROUP_BYTES
+        return len(self.waiting) >= self._group_files or self.bytes >= GROUP_BYTES
 
     def add(self, item: FileResult, ticket: Ticket, row: dict[str, Any]) -> None:
         self.waiting.append((item, ticket, row))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 
 from irmsia.bootstrap import Container
-from irmsia.db.engine import transaction
+from irmsia.db.engine import engine_of, transaction
 from irmsia.db.jobs import Job
 from irmsia.errors import StorageError
 from irmsia.pipeline import executors
@@ -246,3 +249,66 @@ def test_concurrent_insert_of_the_same_patient_is_retried(
     assert container.runner.outcome(job_id).state is JobState.SUCCEEDED
     assert calls["n"] == 2
     assert count_rows(container, "instances") == 1
+
+
+def _transactions(container: Container) -> tuple[list[list[str]], Callable[[], None]]:
+    """The INSERT/UPDATE statements of each committed transaction, as they happen."""
+    engine = engine_of(container.sessions)
+    done: list[list[str]] = []
+    current: dict[int, list[str]] = {}
+
+    def executed(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            current.setdefault(id(conn), []).append(" ".join(statement.split()[:3]).upper())
+
+    def committed(conn: Any) -> None:
+        if statements := current.pop(id(conn), None):
+            done.append(statements)
+
+    event.listen(engine, "after_cursor_execute", executed)
+    event.listen(engine, "commit", committed)
+
+    def stop() -> None:
+        event.remove(engine, "after_cursor_execute", executed)
+        event.remove(engine, "commit", committed)
+
+    return done, stop
+
+
+def test_a_one_file_submission_records_its_job_with_its_audit_record_in_one_transaction(
+    container: Container,
+) -> None:
+    done, stop = _transactions(container)
+    try:
+        batch = container.ingest.submit(CLI_CTX, [IncomingFile(data=[to_bytes(make_ct(seed=3))], label="1")])
+    finally:
+        stop()
+    assert batch.counts["stored"] == 1
+    # The first write: the job's row, the submission's audit record and its log entry; then
+    # the job's claim and its commit.
+    first = done[0]
+    assert "INSERT INTO JOBS" in first and "INSERT INTO AUDIT_EVENTS" in first
+    assert not any("INSERT INTO JOBS" in statements for statements in done[1:])
+    assert not any("INSERT INTO AUDIT_EVENTS" in s and "UPDATE JOBS" not in s for s in done[1:-1])
+
+
+def test_jobs_of_a_large_submission_are_recorded_a_group_at_a_time(container: Container) -> None:
+    from irmsia.usecases.ingest import GROUP_FILES
+
+    files = [
+        IncomingFile(data=[to_bytes(make_ct(seed=40 + n))], label=str(n)) for n in range(GROUP_FILES + 3)
+    ]
+    done, stop = _transactions(container)
+    try:
+        batch = container.ingest.submit(CLI_CTX, files)
+    finally:
+        stop()
+    assert batch.counts["stored"] == GROUP_FILES + 3
+    job_writes = [
+        statements.count("INSERT INTO JOBS") for statements in done if "INSERT INTO JOBS" in statements
+    ]
+    # One INSERT statement per group (many rows each): GROUP_FILES jobs, then the last three
+    # with the audit record.
+    assert len(job_writes) == 2
+    with container.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == GROUP_FILES + 3
