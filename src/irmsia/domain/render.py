@@ -32,10 +32,16 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder
-from pydicom.uid import ExplicitVRBigEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from irmsia.errors import InvalidDicom, InvalidRequest, NotFound
 
@@ -571,6 +577,10 @@ def _render_colour(
 
 def _decoder_frames(ds: Dataset, indices: list[int]) -> Iterator[tuple[np.ndarray, Mapping[str, Any]]]:
     """Decode the frames at ``indices``, mapping every decoder failure to InvalidDicom."""
+    native = _native_grey(ds)
+    if native is not None:
+        yield from _native_frames(ds, indices, *native)
+        return
     try:
         decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
         frames = decoder.iter_array(ds, indices=indices)
@@ -586,6 +596,93 @@ def _decoder_frames(ds: Dataset, indices: list[int]) -> Iterator[tuple[np.ndarra
         if not pixels.dtype.isnative:
             pixels = pixels.astype(pixels.dtype.newbyteorder("="))
         yield pixels, meta
+
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# Native (uncompressed) little-endian syntaxes: their pixel data are the samples themselves.
+_NATIVE_LITTLE = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
+
+
+def _native_grey(ds: Dataset) -> tuple[int, int, int, int, int, int] | None:
+    """(frames, rows, columns, bits allocated, bits stored, pixel representation) when ``ds``
+    holds native little-endian grayscale samples of 8 or 16 bits in full; None otherwise.
+
+    Those are read straight from the bytes (``_native_frames``), as pydicom's decoder would
+    read them but without its per-call set-up, which costs more than the copy on a CT slice.
+    Anything else (compressed, big endian, colour, other widths, short or odd data) goes
+    through pydicom.
+    """
+    try:
+        meta = getattr(ds, "file_meta", None)
+        syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+        element = ds.get_item(0x7FE00010)  # raw (undecoded) or decoded: both carry the bytes
+        if syntax not in _NATIVE_LITTLE or element is None:
+            return None
+        if isinstance(element, RawDataElement):
+            encapsulated = element.length == _UNDEFINED_LENGTH
+        else:
+            encapsulated = element.is_undefined_length
+        if encapsulated:
+            return None
+        if int(ds.get("SamplesPerPixel") or 1) != 1:
+            return None
+        if str(ds.get("PhotometricInterpretation") or "").strip().upper() not in (
+            "MONOCHROME1",
+            "MONOCHROME2",
+        ):
+            return None
+        allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+        representation = int(ds.PixelRepresentation)
+        rows, columns, frames = int(ds.Rows), int(ds.Columns), _frame_count(ds)
+    except (*_DECODE_ERRORS, InvalidDicom):
+        return None  # pydicom's path names the problem
+    if allocated not in (8, 16) or not 1 <= stored <= allocated or representation not in (0, 1):
+        return None
+    if rows < 1 or columns < 1 or len(element.value or b"") < frames * rows * columns * allocated // 8:
+        return None
+    return frames, rows, columns, allocated, stored, representation
+
+
+def _native_frames(
+    ds: Dataset,
+    indices: list[int],
+    frames: int,
+    rows: int,
+    columns: int,
+    allocated: int,
+    stored: int,
+    signed: int,
+) -> Iterator[tuple[np.ndarray, Mapping[str, Any]]]:
+    """The frames at ``indices`` of native grayscale data, as pydicom decodes them: unsigned
+    values masked to Bits Stored, signed values sign-extended from it."""
+    unsigned = np.dtype("<u1" if allocated == 8 else "<u2")
+    data = np.frombuffer(ds.PixelData, dtype=unsigned, count=frames * rows * columns)
+    meta = {
+        "bits_allocated": allocated,
+        "bits_stored": stored,
+        "columns": columns,
+        "number_of_frames": frames,
+        "photometric_interpretation": str(ds.PhotometricInterpretation).strip().upper(),
+        "pixel_representation": signed,
+        "rows": rows,
+        "samples_per_pixel": 1,
+    }
+    size = rows * columns
+    spare = allocated - stored
+    for index in indices:
+        if not 0 <= index < frames:
+            raise _pixel_error("has fewer frames than declared")
+        frame = (
+            data[index * size : (index + 1) * size].reshape(rows, columns).astype(unsigned.newbyteorder("="))
+        )
+        if signed:
+            frame = frame.view(np.int8 if allocated == 8 else np.int16)
+            if spare:
+                frame <<= spare
+                frame >>= spare  # arithmetic: the sign bit is copied down
+        elif spare:
+            frame &= (1 << stored) - 1
+        yield frame, meta
 
 
 def _frame_count(ds: Dataset) -> int:

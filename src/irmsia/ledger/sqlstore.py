@@ -33,6 +33,15 @@ MAX_LEAVES = 1 << LEVEL_SHIFT
 _NODES = cast(Table, LedgerNode.__table__)
 _STATE = cast(Table, LedgerState.__table__)
 _GET_NODES = select(_NODES.c.id, _NODES.c.hash).where(_NODES.c.id.in_(bindparam("ids", expanding=True)))
+# Built once: every append runs these, and building a statement costs more than running it.
+_IS_STATE = _STATE.c.id == STATE_ROW_ID
+_TAKE_WRITE_LOCK = update(_STATE).where(_IS_STATE).values(size=_STATE.c.size)  # SQLite: a no-op write
+_READ_SIZE = select(_STATE.c.size).where(_IS_STATE)
+_READ_SIZE_LOCKED = _READ_SIZE.with_for_update()
+_MOVE_SIZE = (
+    update(_STATE).where(_IS_STATE, _STATE.c.size == bindparam("old_size")).values(size=bindparam("new_size"))
+)
+_INSERT_NODES = insert(_NODES)
 
 
 def node_id(level: int, index: int) -> int:
@@ -64,10 +73,8 @@ class SqlNodeStore:
         if self._lock and is_sqlite:
             # Take SQLite's write lock before the read: a deferred transaction that reads first
             # and writes later fails with SQLITE_BUSY_SNAPSHOT when another writer slipped in.
-            session.execute(update(_STATE).where(_STATE.c.id == STATE_ROW_ID).values(size=_STATE.c.size))
-        query = select(_STATE.c.size).where(_STATE.c.id == STATE_ROW_ID)
-        if self._lock:
-            query = query.with_for_update()
+            session.execute(_TAKE_WRITE_LOCK)
+        query = _READ_SIZE_LOCKED if self._lock else _READ_SIZE
         size = session.execute(query).scalar_one_or_none()
         if size is None:
             if not self._lock:
@@ -106,19 +113,17 @@ class SqlNodeStore:
         if new_size > MAX_LEAVES:
             raise LedgerError("the log is full")
         session = self._session
-        move = (
-            update(_STATE).where(_STATE.c.id == STATE_ROW_ID, _STATE.c.size == old_size).values(size=new_size)
-        )
-        changed = cast(CursorResult[Any], session.execute(move)).rowcount
+        sizes = {"old_size": old_size, "new_size": new_size}
+        changed = cast(CursorResult[Any], session.execute(_MOVE_SIZE, sizes)).rowcount
         if changed == 0 and old_size == 0:
             self._create_state_row()
-            changed = cast(CursorResult[Any], session.execute(move)).rowcount
+            changed = cast(CursorResult[Any], session.execute(_MOVE_SIZE, sizes)).rowcount
         if changed != 1:
             raise Conflict("the Merkle tree grew since it was read")
         if nodes:
             try:
                 session.execute(
-                    insert(_NODES),
+                    _INSERT_NODES,
                     [
                         {"id": (level << LEVEL_SHIFT) | index, "hash": digest}
                         for level, index, digest in nodes

@@ -13,20 +13,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from irmsia.ai.inputs import AnalysisContext
 from irmsia.ai.runner import AnalysisRunner
 from irmsia.ai.schema import AnalysisResult
 from irmsia.clock import Clock
+from irmsia.crypto.digest import sha256_hex
 from irmsia.db import aistatus
 from irmsia.db.aistatus import StudyAI
 from irmsia.db.analysis import Analysis
+from irmsia.db.base import new_id
 from irmsia.db.engine import transaction
 from irmsia.db.imaging import Instance, Patient, Series, Study
 from irmsia.errors import IntegrityError, NotFound
@@ -36,6 +39,16 @@ from irmsia.security.policy import Permission, authorize
 from irmsia.usecases.audit import AuditLog, AuditRecord
 from irmsia.usecases.context import RequestContext
 from irmsia.usecases.retrieve import Retrieve
+
+_ANALYSES: Table = Analysis.__table__  # type: ignore[assignment]
+_NEW_ANALYSIS = insert(_ANALYSES)
+_IMAGE_PLACES = (  # image id -> its series, study and patient pseudonym
+    select(Instance.id, Series.id, Study.id, Patient.pseudonym)
+    .join(Series, Instance.series_id == Series.id)
+    .join(Study, Series.study_id == Study.id)
+    .join(Patient, Study.patient_id == Patient.id)
+    .where(Instance.id.in_(bindparam("ids", expanding=True)))
+)
 
 
 @dataclass(frozen=True)
@@ -175,38 +188,37 @@ class Analyze:
             wanted = sorted({image_id for image_id, _ in items})
             found = {
                 row[0]: (row[1], row[2], row[3])
-                for row in session.execute(
-                    select(Instance.id, Series.id, Study.id, Patient.pseudonym)
-                    .join(Series, Instance.series_id == Series.id)
-                    .join(Study, Series.study_id == Study.id)
-                    .join(Patient, Study.patient_id == Patient.id)
-                    .where(Instance.id.in_(wanted))
-                ).all()
+                for row in session.execute(_IMAGE_PLACES, {"ids": wanted}).all()
             }
             if len(found) != len(wanted):
                 raise NotFound("no such image")
-            analyses = []
+            rows: list[dict[str, Any]] = []
             for image_id, result in items:
                 series_id, study_id, pseudonym = found[image_id]
-                analysis = Analysis(
-                    image_id=image_id,
-                    series_id=series_id,
-                    study_id=study_id,
-                    patient_pseudonym=pseudonym,
-                    provider=result.provenance.provider if result.provenance else (provider or "unknown"),
-                    model=result.model_used[:200],
-                    status=result.status,
-                    error_code=result.error.code if result.error else None,
-                    risk_score=result.risk_score,
-                    simulated=result.simulated,
-                    result=result.canonical_json().decode(),
-                    result_sha256=result.sha256(),
-                    requested_by=ctx.actor_id,
-                    created_at=now,
+                canonical = result.canonical_json()  # what result.sha256() hashes
+                rows.append(
+                    {
+                        "id": new_id(),
+                        "image_id": image_id,
+                        "series_id": series_id,
+                        "study_id": study_id,
+                        "patient_pseudonym": pseudonym,
+                        "provider": result.provenance.provider
+                        if result.provenance
+                        else (provider or "unknown"),
+                        "model": result.model_used[:200],
+                        "status": result.status,
+                        "error_code": result.error.code if result.error else None,
+                        "risk_score": result.risk_score,
+                        "simulated": result.simulated,
+                        "result": canonical.decode(),
+                        "result_sha256": sha256_hex(canonical),
+                        "requested_by": ctx.actor_id,
+                        "created_at": now,
+                    }
                 )
-                session.add(analysis)
-                analyses.append(analysis)
-            session.flush()
+            # Core, not the ORM unit of work: every analysed image pays for this transaction.
+            session.execute(_NEW_ANALYSIS, rows)
             self.audit.record_many(  # the digests and the audit records: one log append
                 session,
                 [
@@ -215,20 +227,30 @@ class Analyze:
                         "ai.analyze",
                         outcome=_outcome(result),
                         resource_type="image",
-                        resource_id=analysis.image_id,
+                        resource_id=row["image_id"],
                         detail={
-                            "analysis_id": analysis.id,
+                            "analysis_id": row["id"],
                             "status": result.status,
-                            "provider": analysis.provider,
+                            "provider": row["provider"],
                         },
                     )
-                    for analysis, (_, result) in zip(analyses, items, strict=True)
+                    for row, (_, result) in zip(rows, items, strict=True)
                 ],
-                after=[digest_entry(ANALYSIS, a.id, a.image_id, a.result_sha256, now) for a in analyses],
+                after=[
+                    digest_entry(ANALYSIS, row["id"], row["image_id"], row["result_sha256"], now)
+                    for row in rows
+                ],
             )
             return [
-                StoredAnalysis(a.id, a.image_id, a.series_id, a.study_id, a.patient_pseudonym, result)
-                for a, (_, result) in zip(analyses, items, strict=True)
+                StoredAnalysis(
+                    row["id"],
+                    row["image_id"],
+                    row["series_id"],
+                    row["study_id"],
+                    row["patient_pseudonym"],
+                    result,
+                )
+                for row, (_, result) in zip(rows, items, strict=True)
             ]
 
     def analyze_study(

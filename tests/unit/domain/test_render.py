@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
@@ -9,7 +10,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import convert_color_space
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -608,3 +609,87 @@ def test_malformed_rescale_raises_invalid_dicom() -> None:
         with pytest.raises(InvalidDicom) as caught:
             _render(ds)
     assert "abc" not in str(caught.value)
+
+
+def _native(allocated: int, stored: int, signed: int, frames: int, syntax: str) -> tuple[Dataset, np.ndarray]:
+    rng = np.random.default_rng(allocated * 100 + stored + signed)
+    raw = rng.integers(0, 1 << allocated, size=(frames, 6, 7), dtype=np.uint32).astype(
+        np.uint8 if allocated == 8 else np.uint16
+    )
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 6, 7, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = allocated, stored, stored - 1
+    ds.PixelRepresentation = signed
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = raw.tobytes()
+    return ds, raw
+
+
+@pytest.mark.parametrize(
+    ("allocated", "stored", "signed"),
+    [
+        (16, 12, 0),
+        (16, 12, 1),
+        (16, 16, 0),
+        (16, 16, 1),
+        (16, 10, 1),
+        (8, 8, 0),
+        (8, 7, 0),
+        (8, 8, 1),
+        (8, 6, 1),
+    ],
+)
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_native_grayscale_is_read_as_pydicom_decodes_it(
+    allocated: int, stored: int, signed: int, syntax: str
+) -> None:
+    from pydicom.pixels import get_decoder
+
+    from irmsia.domain.render import _decoder_frames, _native_grey
+
+    ds, _raw = _native(allocated, stored, signed, 3, syntax)
+    assert _native_grey(ds) is not None  # the fast path is taken
+    ours = list(_decoder_frames(ds, [2, 0]))
+    theirs = list(get_decoder(syntax).iter_array(ds, indices=[2, 0]))
+    for (pixels, meta), (expected, expected_meta) in zip(ours, theirs, strict=True):
+        assert pixels.dtype == expected.dtype and pixels.shape == expected.shape
+        assert np.array_equal(pixels, expected)
+        for key in ("bits_stored", "pixel_representation", "photometric_interpretation"):
+            assert str(getattr(meta[key], "value", meta[key])) == str(
+                getattr(expected_meta[key], "value", expected_meta[key])
+            )
+        pixels[0, 0] = 1  # a copy: the dataset's bytes are untouched
+    assert ds.PixelData == _native(allocated, stored, signed, 3, syntax)[1].tobytes()
+
+
+def test_pixel_data_the_fast_path_cannot_read_goes_through_pydicom() -> None:
+    from irmsia.domain.render import _native_grey
+
+    short, _ = _native(16, 12, 0, 2, ExplicitVRLittleEndian)
+    short.PixelData = short.PixelData[:-10]
+    big, _ = _native(16, 12, 0, 1, ExplicitVRBigEndian)
+    colour, _ = _native(8, 8, 0, 1, ExplicitVRLittleEndian)
+    colour.SamplesPerPixel, colour.PhotometricInterpretation = 3, "RGB"
+    wide, _ = _native(16, 12, 0, 1, ExplicitVRLittleEndian)
+    wide.BitsAllocated = 32
+    for ds in (short, big, colour, wide):
+        assert _native_grey(ds) is None
+    with pytest.raises(InvalidDicom):  # the short data are refused by pydicom's path
+        list(render_frames(short))
+
+
+def test_a_file_read_lazily_takes_the_fast_path_with_the_same_pixels() -> None:
+    from pydicom.pixels import get_decoder
+
+    from irmsia.domain.render import _decoder_frames, _native_grey
+    from tests.factories import to_bytes
+
+    ds = pydicom.dcmread(io.BytesIO(to_bytes(make_ct(seed=5))))  # Pixel Data still undecoded
+    assert _native_grey(ds) is not None
+    ((pixels, _),) = list(_decoder_frames(ds, [0]))
+    ((expected, _),) = list(get_decoder(ds.file_meta.TransferSyntaxUID).iter_array(ds, indices=[0]))
+    assert pixels.dtype == expected.dtype and np.array_equal(pixels, expected)
