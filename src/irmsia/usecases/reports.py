@@ -28,7 +28,7 @@ from irmsia.db.engine import transaction
 from irmsia.db.imaging import Instance, Study
 from irmsia.db.index import study_with_series
 from irmsia.db.ledger import LedgerEntry
-from irmsia.errors import BlobNotFound, Conflict, InvalidRequest, NotFound, PermissionDenied
+from irmsia.errors import Conflict, InvalidRequest, NotFound
 from irmsia.ledger.entries import REPORT, digest_entry
 from irmsia.ledger.service import Ledger
 from irmsia.reports import model as rm
@@ -267,12 +267,21 @@ class Reports:
         instances = {
             i.id: (series, i) for series in study.series for i in series.instances if i.status == "stored"
         }
+        shown = [row for row in sources if row.image_id in instances and row.status == "ok"]
+        # The thumbnails are part of this read (audited once, as report.read), for those who
+        # may see images; one query and no audit record per image.
+        principal = ctx.principal
+        thumbnails = (
+            self.retrieve.thumbnails_in(session, [row.image_id for row in shown])
+            if principal is not None and principal.can(Permission.READ_IMAGES)
+            else {}
+        )
         images: list[rm.ImageResult] = []
-        for row in sources:
-            if row.image_id not in instances or row.status != "ok":
-                continue
+        for row in shown:
             series, instance = instances[row.image_id]
-            images.append(self._image(ctx, to_stored(row).result, series.series_uid, instance))
+            images.append(
+                self._image(to_stored(row).result, series.series_uid, instance, thumbnails.get(instance.id))
+            )
         if not images:
             return None
         report = rm.Report(
@@ -312,13 +321,8 @@ class Reports:
         return report.model_copy(update={"ledger_hash": digest, "ledger_index": int(index)})
 
     def _image(
-        self, ctx: RequestContext, result: AnalysisResult, series_uid: str, instance: Instance
+        self, result: AnalysisResult, series_uid: str, instance: Instance, thumbnail: bytes | None
     ) -> rm.ImageResult:
-        thumbnail: bytes | None = None
-        try:
-            thumbnail = b"".join(self.retrieve.download(ctx, instance.id, "thumbnail").chunks)
-        except (NotFound, BlobNotFound, PermissionDenied):
-            thumbnail = None
         provenance = result.provenance
         return rm.ImageResult(
             image_id=_opaque(instance.id),

@@ -8,10 +8,10 @@ returning garbage.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from irmsia.clock import Clock
@@ -20,13 +20,24 @@ from irmsia.crypto.keys import WrappedKey
 from irmsia.db import index
 from irmsia.db.engine import transaction
 from irmsia.db.imaging import Instance, Series, StoredObject, Study, VaultEntry
-from irmsia.errors import Conflict, NotFound
+from irmsia.errors import BlobNotFound, Conflict, NotFound
 from irmsia.security.policy import Permission, authorize
 from irmsia.storage.base import BlobStore
 from irmsia.usecases.audit import AuditLog
 from irmsia.usecases.context import RequestContext
 
 STREAM_THRESHOLD = 8 << 20  # decrypt bigger objects chunk by chunk
+_THUMBNAILS = select(
+    StoredObject.instance_id,
+    StoredObject.id,
+    StoredObject.storage_key,
+    StoredObject.key_id,
+    StoredObject.wrapped_key,
+).where(
+    StoredObject.instance_id.in_(bindparam("ids", expanding=True)),
+    StoredObject.kind == "thumbnail",
+    StoredObject.frame == 0,
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,28 @@ class Retrieve:
             return Download(media_type, len(data), iter((data,)))
         chunks = self.cipher.decrypt_stream(object_id, self.blobs.iter_chunks(key), wrapped)
         return Download(media_type, size, chunks)
+
+    def thumbnails_in(self, session: Session, image_ids: Sequence[str]) -> dict[str, bytes]:
+        """The decrypted thumbnails of ``image_ids``, by image id, read in ``session``.
+
+        Neither authorised nor audited here: for a use case that has authorised, and audits, a
+        read the thumbnails are part of (a study's report shows its images' thumbnails, and
+        its read is recorded once as ``report.read``, not once per image). Images without a
+        thumbnail, or whose blob is gone, are left out; a tampered blob raises
+        ``IntegrityError``.
+        """
+        if not image_ids:
+            return {}
+        rows = session.execute(_THUMBNAILS, {"ids": sorted(set(image_ids))}).all()
+        found: dict[str, bytes] = {}
+        for image_id, object_id, key, key_id, wrapped in rows:
+            try:
+                found[image_id] = self.cipher.decrypt(
+                    object_id, self.blobs.get(key), WrappedKey(key_id, wrapped)
+                )
+            except BlobNotFound:
+                continue
+        return found
 
     def reidentify(self, ctx: RequestContext, kind: str, pseudonym: str) -> dict[str, object]:
         """The original identity behind a pseudonym (admins only, always audited)."""
