@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/ingest.py              # 1000 CT + 100 CR + 3 multi-frame (minutes)
     .venv/bin/python bench/ingest.py --quick      # a small corpus, under a minute
     .venv/bin/python bench/ingest.py --ct 300 --skip-orthanc
+    .venv/bin/python bench/ingest.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
 
 A synthetic, PHI-free corpus (smooth anatomy-like phantoms plus mild noise, so that PNG
 compression behaves as on real images) is written to a temporary folder and ingested:
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import queue
+import secrets
 import shutil
 import socket
 import statistics
@@ -47,6 +49,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psycopg
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -361,8 +364,40 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class Databases:
+    """Where each run's index lives: SQLite in its data folder (the default), or a fresh
+    PostgreSQL database per run, created through ``admin`` and dropped at the end."""
+
+    def __init__(self, admin: str | None) -> None:
+        self.admin = admin
+        self._created: list[str] = []
+
+    def url(self, data_dir: Path) -> str | None:
+        if self.admin is None:
+            return None  # bench_env's SQLite file
+        name = f"irmsia_bench_{secrets.token_hex(6)}"
+        with psycopg.connect(self.admin, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        self._created.append(name)
+        return f"{self.admin.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def drop_all(self) -> None:
+        if self.admin is None:
+            return
+        with psycopg.connect(self.admin, autocommit=True) as connection:
+            for name in self._created:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+DATABASES = Databases(None)
+
+
 def _env(data_dir: Path, executor: str, workers: int) -> dict[str, str]:
-    return bench_env(data_dir, INGEST_EXECUTOR=executor, INGEST_WORKERS=str(workers))
+    env = bench_env(data_dir, INGEST_EXECUTOR=executor, INGEST_WORKERS=str(workers))
+    url = DATABASES.url(data_dir)
+    if url is not None:
+        env["DATABASE_URL"] = url
+    return env
 
 
 def _settings(env: dict[str, str]) -> Settings:
@@ -664,7 +699,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-http", action="store_true", help="only the use-case runs")
     parser.add_argument("--skip-orthanc", action="store_true", help="no Orthanc baseline")
     parser.add_argument("--workers", default="1,2", help="worker-process counts to run (default 1,2)")
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="index in PostgreSQL instead of SQLite: a fresh database per run, created and dropped "
+        "through this admin URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres)",
+    )
     args = parser.parse_args(argv)
+    global DATABASES
+    DATABASES = Databases(
+        args.postgres.replace("postgresql+psycopg://", "postgresql://", 1) if args.postgres else None
+    )
     if args.quick:
         args.ct, args.cr, args.multiframe = 60, 4, 1
     workers = [int(n) for n in args.workers.split(",") if n]
@@ -687,8 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         orthanc = None if args.skip_orthanc else run_orthanc(items, root)
         if orthanc is not None:
             print(f"  {orthanc.name}: {orthanc.rate:.1f} inst/s", flush=True)
-        report(runs, orthanc, corpus)
+        report(runs, orthanc, corpus + (", index in PostgreSQL" if args.postgres else ", index in SQLite"))
     finally:
+        DATABASES.drop_all()
         shutil.rmtree(root, ignore_errors=True)
     return 0
 
