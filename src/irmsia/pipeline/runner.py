@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from irmsia.clock import Clock
 from irmsia.crypto.envelope import EnvelopeCipher
 from irmsia.crypto.keys import WrappedKey
-from irmsia.db.engine import transaction
+from irmsia.db.engine import engine_of, transaction
 from irmsia.db.jobs import Job
 from irmsia.errors import IrmsiaError, NotFound, StorageError
 from irmsia.pipeline.job import Failure, JobState, after_crash, after_failure, classify, spool_key
@@ -70,6 +70,21 @@ _DONE = (
         spool_key=None,
         spool_key_id=None,
         spool_wrapped_key=None,
+    )
+)
+
+
+_CLAIM = (  # pending jobs among the ids become running, one more attempt, returning what runs them
+    update(_JOBS)
+    .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)), _JOBS.c.state == JobState.PENDING.value)
+    .values(state=JobState.RUNNING.value, attempt=_JOBS.c.attempt + 1, started_at=bindparam("now"))
+    .returning(
+        _JOBS.c.id,
+        _JOBS.c.kind,
+        _JOBS.c.options,
+        _JOBS.c.spool_key,
+        _JOBS.c.spool_key_id,
+        _JOBS.c.spool_wrapped_key,
     )
 )
 
@@ -152,6 +167,7 @@ class JobRunner:
         pipelines: Sequence[Pipeline],
     ) -> None:
         self._sessions = sessions
+        self._engine = engine_of(sessions)
         self._blobs = blobs
         self._cipher = cipher
         self._clock = clock
@@ -296,16 +312,12 @@ class JobRunner:
         if not tickets:
             return {}
         in_memory = {ticket.job_id for ticket in tickets if ticket.payload is not None}
-        claim = (
-            update(Job)
-            .where(Job.id.in_([ticket.job_id for ticket in tickets]), Job.state == JobState.PENDING.value)
-            .values(state=JobState.RUNNING.value, attempt=Job.attempt + 1, started_at=self._clock())
-            .returning(Job.id, Job.kind, Job.options, Job.spool_key, Job.spool_key_id, Job.spool_wrapped_key)
-            .execution_options(synchronize_session=False)
-        )
         claimed: dict[str, _Claim] = {}
-        with transaction(self._sessions) as session:
-            for job_id, kind, options, spool_key, key_id, wrapped in session.execute(claim):
+        ids = [ticket.job_id for ticket in tickets]
+        with self._engine.begin() as connection:  # Core: every batch pays for this statement
+            for job_id, kind, options, spool_key, key_id, wrapped in connection.execute(
+                _CLAIM, {"ids": ids, "now": self._clock()}
+            ):
                 spool = (spool_key, key_id, wrapped) if spool_key and key_id and wrapped else None
                 claimed[job_id] = _Claim(kind, json.loads(options or "{}"), spool)
         lost = [job_id for job_id, c in claimed.items() if c.spool is None and job_id not in in_memory]
