@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from irmsia.db.models import LoginThrottle, RefreshToken, User
+
+_USERS: Table = User.__table__  # type: ignore[assignment]
+_ACCOUNT_STATE = select(
+    _USERS.c.id, _USERS.c.username, _USERS.c.role, _USERS.c.disabled, _USERS.c.must_change_password
+).where(_USERS.c.id == bindparam("user_id"))
 
 
 def user_by_name(session: Session, username: str) -> User | None:
@@ -17,6 +22,12 @@ def user_by_name(session: Session, username: str) -> User | None:
 
 def user_by_id(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
+
+
+def account_state(connection: Connection, user_id: str) -> Row[tuple[str, str, str, bool, bool]] | None:
+    """(id, username, role, disabled, must_change_password) of an account: what every
+    authenticated request checks, in one Core query (no ORM session)."""
+    return connection.execute(_ACCOUNT_STATE, {"user_id": user_id}).first()  # type: ignore[return-value]
 
 
 def list_users(session: Session, *, offset: int = 0, limit: int = 100) -> Sequence[User]:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from irmsia.clock import Clock
 from irmsia.db import accounts
 from irmsia.db.base import new_id
-from irmsia.db.engine import transaction
+from irmsia.db.engine import engine_of, transaction
 from irmsia.db.models import LoginThrottle, RefreshToken, User
 from irmsia.errors import AuthenticationFailed, TooManyAttempts
 from irmsia.security.passwords import Passwords
@@ -197,21 +197,26 @@ class Authenticator:
                 id=f"oidc:{identity.subject}", username=identity.username, roles=roles, method="oidc"
             )
         claims = self.access_tokens.verify(token, now=self.clock())
-        with self.sessions() as session:
-            user = accounts.user_by_id(session, claims.user_id)
-            if user is None or user.disabled:
-                raise AuthenticationFailed("account is disabled or no longer exists")
-            return principal_of(user)
+        with engine_of(self.sessions).connect() as connection:
+            account = accounts.account_state(connection, claims.user_id)
+        if account is None or account.disabled:
+            raise AuthenticationFailed("account is disabled or no longer exists")
+        return local_principal(account.id, account.username, account.role, bool(account.must_change_password))
 
 
 def principal_of(user: User) -> Principal:
     """The principal of a local account; a pending password change limits it to that."""
+    return local_principal(user.id, user.username, user.role, user.must_change_password)
+
+
+def local_principal(user_id: str, username: str, role: str, must_change_password: bool) -> Principal:
+    """The principal of the local account with these fields (see ``principal_of``)."""
     return Principal(
-        id=user.id,
-        username=user.username,
-        roles=frozenset({Role(user.role)}),
+        id=user_id,
+        username=username,
+        roles=frozenset({Role(role)}),
         method="password",
-        password_change_required=user.must_change_password,
+        password_change_required=must_change_password,
     )
 
 
