@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from irmsia.clock import Clock
@@ -286,10 +286,8 @@ class IngestPipeline:
         # answer is "not stored": ask only that, in Core on a pooled connection (an ORM
         # session costs several times more per job); the joins run for duplicates.
         with self._engine.connect() as connection:
-            known = connection.execute(_KNOWN, {"uid": uid}).first()
-        if known is not None:
-            with self._sessions() as session:
-                state.duplicate_of = _stored_ids(session, [uid]).get(uid)
+            if connection.execute(_KNOWN, {"uid": uid}).first() is not None:
+                state.duplicate_of = _stored_ids(connection, [uid]).get(uid)
 
     def serialize(self, state: IngestState) -> None:
         """The de-identified object as DICOM Part 10 (its own step, so that timings show it)."""
@@ -390,7 +388,7 @@ class IngestPipeline:
                 state.batch_duplicate, state.duplicate_of = False, None
             state.result = {}
         fresh = [state for state in states if state.duplicate_of is None]
-        stored = _stored_ids(session, [_fields(state).sop_instance_uid for state in fresh])
+        stored = _stored_ids(session.connection(), [_fields(state).sop_instance_uid for state in fresh])
         todo: list[IngestState] = []
         first_of: dict[str, IngestState] = {}
         for state in fresh:
@@ -649,11 +647,11 @@ def _fields(state: IngestState) -> IndexFields:
     return state.fields
 
 
-def _stored_ids(session: Session, sop_instance_uids: Sequence[str]) -> dict[str, dict[str, str]]:
+def _stored_ids(connection: Connection, sop_instance_uids: Sequence[str]) -> dict[str, dict[str, str]]:
     """The ids of the instances already indexed under these SOP Instance UIDs, by UID."""
     if not sop_instance_uids:
         return {}
-    found = session.connection().execute(_STORED_IDS, {"uids": sorted(set(sop_instance_uids))}).all()
+    found = connection.execute(_STORED_IDS, {"uids": sorted(set(sop_instance_uids))}).all()
     return {
         uid: {"image_id": image, "series_id": series, "study_id": study, "patient_pseudonym": pseudonym}
         for uid, image, series, study, pseudonym in found

@@ -147,9 +147,8 @@ class Ingest:
             # are processed as usual.
             self._hand_over(handover)
             raise
-        queued = len(handover.futures) + len(handover.waiting)
 
-        def submitted(session: Session) -> None:
+        def submitted(session: Session, queued: int) -> None:
             self.audit.record(
                 session,
                 ctx,
@@ -161,10 +160,12 @@ class Ingest:
             )
 
         # The last jobs' records and the submission's audit record: one transaction (a
-        # one-file upload writes once before its job runs).
-        if not self._hand_over(handover, also=submitted):
+        # one-file upload writes once before its job runs). If it fails, its jobs are
+        # rejected and the record, alone, counts only the jobs queued before.
+        queued = len(handover.futures) + len(handover.waiting)
+        if not self._hand_over(handover, also=lambda session: submitted(session, queued)):
             with transaction(self.sessions) as session:
-                submitted(session)
+                submitted(session, len(handover.futures))
         if wait:
             for item, future in handover.futures:
                 _apply(item, future.result())

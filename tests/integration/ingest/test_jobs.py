@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import event, func, select
 from irmsia.bootstrap import Container
 from irmsia.db.engine import engine_of, transaction
 from irmsia.db.jobs import Job
+from irmsia.db.models import AuditEvent
 from irmsia.errors import StorageError
 from irmsia.pipeline import executors
 from irmsia.pipeline.job import JobState
@@ -312,3 +314,27 @@ def test_jobs_of_a_large_submission_are_recorded_a_group_at_a_time(container: Co
     assert len(job_writes) == 2
     with container.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == GROUP_FILES + 3
+
+
+def test_when_the_last_group_cannot_be_recorded_its_objects_are_rejected_and_the_audit_says_so(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audit = container.ingest.audit
+    real = audit.record
+    calls = []
+
+    def record(session: Any, ctx: Any, action: str, **kwargs: Any) -> Any:
+        calls.append(action)
+        if len(calls) == 1:  # the transaction with the last group's job records fails
+            raise StorageError("database is not reachable")
+        return real(session, ctx, action, **kwargs)
+
+    monkeypatch.setattr(audit, "record", record)
+    batch = container.ingest.submit(CLI_CTX, [IncomingFile(data=[to_bytes(make_ct(seed=9))], label="1")])
+    (item,) = batch.files
+    assert item.error == "storage_error" and item.job_id is None
+    assert count_rows(container, "jobs") == 0 and count_rows(container, "instances") == 0
+    with container.sessions() as session:
+        (event,) = session.scalars(select(AuditEvent).where(AuditEvent.action == "ingest.submit")).all()
+    assert event.outcome == "failure"
+    assert json.loads(event.detail) == {"objects": 1, "queued": 0}
