@@ -51,6 +51,27 @@ def test_bytes_like_inputs_are_stored(blob_store: BlobStore) -> None:
     assert blob_store.get("b.bin") == b"from a view"
 
 
+def test_put_many_stores_every_item(blob_store: BlobStore) -> None:
+    items = [
+        ("objects/ab/cd/job-1.bin", b"\x00first\xff"),
+        ("objects/ab/cd/job-2.bin", bytearray(b"second")),
+        ("objects/ef/job-3.bin", memoryview(b"xthird")[1:]),
+        ("objects/ab/cd/job-4.bin", b""),
+    ]
+    blob_store.put("objects/ab/cd/job-1.bin", b"old content")
+    blob_store.put_many(items)
+    assert [blob_store.get(key) for key, _data in items] == [b"\x00first\xff", b"second", b"third", b""]
+    blob_store.put_many([("objects/single.bin", b"alone")])
+    assert blob_store.get("objects/single.bin") == b"alone"
+    blob_store.put_many([])
+
+
+def test_put_many_with_a_bad_key_stores_nothing(blob_store: BlobStore) -> None:
+    with pytest.raises(InvalidRequest):
+        blob_store.put_many([("objects/good.bin", b"x"), ("objects/../bad.bin", b"y")])
+    assert list(blob_store.list("")) == []
+
+
 def test_empty_blob_round_trips(blob_store: BlobStore) -> None:
     blob_store.put("empty.bin", b"")
     assert blob_store.get("empty.bin") == b""

@@ -1,7 +1,9 @@
 """The ingest pipeline: validate → de-identify → serialize → render → encrypt+store → index.
 
 Each step reads and extends one ``IngestState``; none keeps state of its own. Blobs are
-written under ``objects/<job>/…`` so a crash's leftovers are found by job id. The index is
+written under ``objects/<j0j1>/<j2j3>/<job>-…`` (the job id's first hex digits name two
+directory levels, created once and shared by every job: no directory per job) so a crash's
+leftovers are found by job id. The index is
 the batch commit (``IngestPipeline.commit``): the whole object graph of every job in the
 batch (patients, studies, series, instances, stored objects, vault entries, audit records
 and their log entries) goes into the runner's one transaction, with the jobs' success
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
@@ -54,7 +55,6 @@ from irmsia.usecases.context import RequestContext
 Analyzer = Callable[[RequestContext, str, Dataset], str | None]
 
 DICOM_MEDIA_TYPE = "application/dicom"
-WRITE_THREADS = 4  # concurrent blob writes of one job's objects
 PNG_MEDIA_TYPE = "image/png"
 _INSTANCES: Table = Instance.__table__  # type: ignore[assignment]
 _KNOWN = select(_INSTANCES.c.id).where(_INSTANCES.c.sop_instance_uid == bindparam("uid")).limit(1)
@@ -220,7 +220,6 @@ class IngestPipeline:
         self._audit = audit
         # Set when AI_AUTO_ANALYZE is on.
         self.analyzer: Analyzer | None = None
-        self._writes: ThreadPoolExecutor | None = None
 
     # --- Pipeline protocol -------------------------------------------------------------
     def steps(self) -> Sequence[tuple[str, Callable[[IngestState], None]]]:
@@ -248,18 +247,19 @@ class IngestPipeline:
         state.written.clear()
 
     def cleanup_job(self, job_id: str) -> int:
-        prefix = _job_prefix(job_id)
-        with self._sessions() as session:
-            indexed = set(
-                session.scalars(
-                    select(StoredObject.storage_key).where(StoredObject.storage_key.startswith(prefix))
-                )
-            )
         removed = 0
-        for key in list(self._blobs.list(prefix)):
-            if key not in indexed:
-                self._blobs.delete(key)
-                removed += 1
+        # The blobs of jobs written before the shared-directory layout are under the old prefix.
+        for prefix in (_job_prefix(job_id), _legacy_job_prefix(job_id)):
+            with self._sessions() as session:
+                indexed = set(
+                    session.scalars(
+                        select(StoredObject.storage_key).where(StoredObject.storage_key.startswith(prefix))
+                    )
+                )
+            for key in list(self._blobs.list(prefix)):
+                if key not in indexed:
+                    self._blobs.delete(key)
+                    removed += 1
         return removed
 
     # --- steps ---------------------------------------------------------------------------
@@ -333,13 +333,10 @@ class IngestPipeline:
             state.objects.append(PlannedObject("thumbnail", 0, PNG_MEDIA_TYPE, encode_png(small, level=6)))
 
     def store(self, state: IngestState) -> None:
-        """Encrypt every planned object, then write them all at once.
-
-        The writes run on a few threads: a durable write mostly waits for the disk (or the
-        network), so several overlap. Every key is in ``state.written`` before its write
-        starts, and all writes have ended before an error is raised, so ``abort`` never
-        races a write still in flight.
-        """
+        """Encrypt every planned object, then write them all at once (``BlobStore.put_many``:
+        concurrently, each atomically). Every key is in ``state.written`` before the writes
+        start, and ``put_many`` raises only once every write has ended, so ``abort`` never
+        races a write still in flight."""
         if self.analyzer is None and state.deid is not None:
             state.deid = replace(state.deid, dataset=Dataset())  # the index needs only state.fields
         prefix = _job_prefix(state.job_id)
@@ -355,22 +352,8 @@ class IngestPipeline:
             planned.wrapped_key = sealed.wrapped_key.ciphertext
             writes.append((planned.storage_key, sealed.blob))
             state.written.append(planned.storage_key)
-        if not writes:
-            return
-        if len(writes) == 1:
-            self._blobs.put(*writes[0])
-            return
-        futures = [self._writer().submit(self._blobs.put, key, blob) for key, blob in writes]
-        del writes
-        wait(futures)
-        for future in futures:
-            future.result()  # re-raise the first failure, in object order
-
-    def _writer(self) -> ThreadPoolExecutor:
-        # Created on first use; its idle threads end when the pipeline is garbage-collected.
-        if self._writes is None:
-            self._writes = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="irmsia-put")
-        return self._writes
+        if writes:
+            self._blobs.put_many(writes)
 
     # --- the batch commit ----------------------------------------------------------------
     def commit(self, session: Session, states: Sequence[IngestState]) -> None:
@@ -659,6 +642,17 @@ def _stored_ids(connection: Connection, sop_instance_uids: Sequence[str]) -> dic
 
 
 def _job_prefix(job_id: str) -> str:
+    """Where a job's blobs go: two shared directory levels, then the job id in each name.
+
+    A directory per job cost a directory inode, a mkdir and two directory fsyncs per object
+    stored (measured: the mkdir alone was ~3.5 % of ingest CPU on ext4); job ids are random
+    hex, so 65,536 shared directories spread the files evenly.
+    """
+    return f"objects/{job_id[:2]}/{job_id[2:4]}/{job_id}-"
+
+
+def _legacy_job_prefix(job_id: str) -> str:
+    """Where jobs stored their blobs before the shared directories (one directory per job)."""
     return f"objects/{job_id[:2]}/{job_id}/"
 
 

@@ -20,7 +20,7 @@ import contextlib
 import os
 import secrets
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from irmsia.errors import BlobNotFound, StorageError
@@ -28,6 +28,7 @@ from irmsia.storage.base import (
     DEFAULT_CHUNK_SIZE,
     BlobReader,
     BytesLike,
+    ConcurrentWrites,
     is_valid_key,
     validate_key,
     validate_prefix,
@@ -82,7 +83,21 @@ def atomic_write(path: Path, chunks: Iterable[BytesLike], file_mode: int = FILE_
     whatever the iterable raises; in both cases the temporary file is removed and
     ``path`` keeps its previous content.
     """
-    directory = path.parent
+    temp, total = write_temporary(path.parent, chunks, file_mode)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+    return total
+
+
+def write_temporary(
+    directory: Path, chunks: Iterable[BytesLike], file_mode: int = FILE_MODE
+) -> tuple[Path, int]:
+    """Write ``chunks`` to a new hidden temporary file in ``directory``, flushed and ``fsync``-ed;
+    return its path and size. On any error the file is removed and the error re-raised."""
     temp = directory / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(temp, flags, file_mode)
@@ -93,14 +108,12 @@ def atomic_write(path: Path, chunks: Iterable[BytesLike], file_mode: int = FILE_
                 total += handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp, path)
     except BaseException:
         # BaseException on purpose: a KeyboardInterrupt mid-write must not leave a
         # temporary file behind either; the exception is always re-raised.
         temp.unlink(missing_ok=True)
         raise
-    fsync_directory(directory)
-    return total
+    return temp, total
 
 
 class FilesystemBlobStore:
@@ -108,6 +121,7 @@ class FilesystemBlobStore:
 
     def __init__(self, root: Path | str) -> None:
         self._root = Path(root)
+        self._writes = ConcurrentWrites()
 
     @property
     def root(self) -> Path:
@@ -117,6 +131,45 @@ class FilesystemBlobStore:
     def put(self, key: str, data: BytesLike) -> None:
         """Store ``data`` under ``key`` atomically. Raises ``StorageError``."""
         self.put_stream(key, (data,))
+
+    def put_many(self, items: Sequence[tuple[str, BytesLike]]) -> None:
+        """Store each ``(key, data)`` atomically; the files are written and ``fsync``-ed
+        concurrently, then renamed, then each directory is ``fsync``-ed once (not once per
+        file: blobs written together usually share a directory). Raises ``StorageError`` for
+        the first failed key once every write has ended; no temporary file is left."""
+        keys = [key for key, _data in items]
+        paths = [self._path(key) for key in keys]  # every key is checked before any write
+        index = 0
+        try:
+            for directory in dict.fromkeys(path.parent for path in paths):
+                make_private_dirs(directory)
+        except OSError as exc:
+            raise StorageError(
+                f"filesystem blob store could not write key {keys[0]}: {_reason(exc)}"
+            ) from exc
+        written = self._writes.run(
+            lambda i: write_temporary(paths[i].parent, (items[i][1],)), range(len(items))
+        )
+        temps = [None if future.exception() else future.result()[0] for future in written]
+        try:
+            for index in range(len(written)):  # index: the key an error names
+                error = written[index].exception()
+                if error is not None:
+                    raise error
+            for index, (temp, path) in enumerate(zip(temps, paths, strict=True)):
+                assert temp is not None
+                os.replace(temp, path)
+                temps[index] = None
+            for directory in dict.fromkeys(path.parent for path in paths):
+                fsync_directory(directory)
+        except OSError as exc:
+            raise StorageError(
+                f"filesystem blob store could not write key {keys[index]}: {_reason(exc)}"
+            ) from exc
+        finally:
+            for temp in temps:
+                if temp is not None:
+                    temp.unlink(missing_ok=True)
 
     def put_stream(self, key: str, chunks: Iterable[BytesLike]) -> int:
         """Store the concatenated chunks atomically; return the size. Raises ``StorageError``."""

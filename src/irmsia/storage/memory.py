@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from irmsia.errors import BlobNotFound
 from irmsia.storage.base import DEFAULT_CHUNK_SIZE, BlobReader, BytesLike, validate_key, validate_prefix
@@ -23,6 +23,13 @@ class MemoryBlobStore:
         blob = bytes(data)
         with self._lock:
             self._blobs[key] = blob
+
+    def put_many(self, items: Sequence[tuple[str, BytesLike]]) -> None:
+        """Store each ``(key, data)`` in turn (memory writes do not wait); keys checked first."""
+        for key, _data in items:
+            validate_key(key)
+        for key, data in items:
+            self.put(key, data)
 
     def put_stream(self, key: str, chunks: Iterable[BytesLike]) -> int:
         """Store the concatenated chunks; nothing changes if the iterable raises."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,6 +26,8 @@ from irmsia.storage.base import (
     DEFAULT_CHUNK_SIZE,
     BlobReader,
     BytesLike,
+    ConcurrentWrites,
+    first_failure,
     is_valid_key,
     validate_key,
     validate_prefix,
@@ -92,7 +94,8 @@ class S3BlobStore:
                 read_timeout_s=read_timeout_s,
                 max_attempts=max_attempts,
             )
-        self._client = client
+        self._client = client  # boto3 clients are thread-safe: put_many shares this one
+        self._writes = ConcurrentWrites()
 
     def __repr__(self) -> str:
         return f"S3BlobStore(bucket={self._bucket!r}, prefix={self._prefix!r})"
@@ -102,6 +105,13 @@ class S3BlobStore:
         name = self._object_name(key)
         with self._mapped("put", key):
             self._client.put_object(Bucket=self._bucket, Key=name, Body=_as_body(data))
+
+    def put_many(self, items: Sequence[tuple[str, BytesLike]]) -> None:
+        """Store each ``(key, data)`` with its own request, a few at once. Raises the first
+        ``StorageError`` (in item order) once every request has ended."""
+        for key, _data in items:
+            self._object_name(key)  # every key is checked before any request goes out
+        first_failure(self._writes.run(lambda item: self.put(*item), items))
 
     def put_stream(self, key: str, chunks: Iterable[BytesLike]) -> int:
         """Upload the concatenated chunks, multipart once they exceed one part; return the size.
