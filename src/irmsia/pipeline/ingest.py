@@ -14,7 +14,9 @@ de-identification or encryption fails, nothing is stored.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
@@ -171,6 +173,7 @@ class IngestState:
     batch_duplicate: bool = False  # a copy of an object an earlier job of the same batch stores
     objects: list[PlannedObject] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
+    writing: Future[None] | None = None  # the blob writes ``store`` started; ``settle`` waits
     frames: int = 0
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -220,6 +223,8 @@ class IngestPipeline:
         self._audit = audit
         # Set when AI_AUTO_ANALYZE is on.
         self.analyzer: Analyzer | None = None
+        self._writes: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     # --- Pipeline protocol -------------------------------------------------------------
     def steps(self) -> Sequence[tuple[str, Callable[[IngestState], None]]]:
@@ -241,7 +246,16 @@ class IngestPipeline:
     def result(self, state: IngestState) -> dict[str, Any]:
         return state.result
 
+    def settle(self, state: IngestState) -> None:
+        """Wait for the job's blob writes; raises ``StorageError`` if one failed."""
+        writing, state.writing = state.writing, None
+        if writing is not None:
+            writing.result()
+
     def abort(self, state: IngestState) -> None:
+        if state.writing is not None:  # never delete under a write still in flight
+            wait([state.writing])
+            state.writing = None
         for key in state.written:
             self._blobs.delete(key)
         state.written.clear()
@@ -333,10 +347,11 @@ class IngestPipeline:
             state.objects.append(PlannedObject("thumbnail", 0, PNG_MEDIA_TYPE, encode_png(small, level=6)))
 
     def store(self, state: IngestState) -> None:
-        """Encrypt every planned object, then write them all at once (``BlobStore.put_many``:
-        concurrently, each atomically). Every key is in ``state.written`` before the writes
-        start, and ``put_many`` raises only once every write has ended, so ``abort`` never
-        races a write still in flight."""
+        """Encrypt every planned object, then start writing them all at once
+        (``BlobStore.put_many``: concurrently, each atomically) in the background: the next
+        job's steps run meanwhile, and ``settle`` waits for the writes before the commit.
+        Every key is in ``state.written`` before the writes start, and ``abort`` waits for
+        them, so it never races a write still in flight."""
         if self.analyzer is None and state.deid is not None:
             state.deid = replace(state.deid, dataset=Dataset())  # the index needs only state.fields
         prefix = _job_prefix(state.job_id)
@@ -353,7 +368,15 @@ class IngestPipeline:
             writes.append((planned.storage_key, sealed.blob))
             state.written.append(planned.storage_key)
         if writes:
-            self._blobs.put_many(writes)
+            state.writing = self._background().submit(self._blobs.put_many, writes)
+
+    def _background(self) -> ThreadPoolExecutor:
+        # One thread: a job's writes run while the worker goes on with the next job's steps
+        # (put_many spreads each job's files over the store's own writer threads).
+        with self._lock:
+            if self._writes is None:
+                self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="irmsia-store")
+            return self._writes
 
     # --- the batch commit ----------------------------------------------------------------
     def commit(self, session: Session, states: Sequence[IngestState]) -> None:

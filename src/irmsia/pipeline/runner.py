@@ -15,6 +15,11 @@ commits each job at once and a loaded one amortises the transaction over many. I
 batch's transaction fails, each job is committed alone, so a failure is charged to its own
 job only.
 
+The last step may leave I/O running (ingest's blob writes wait mostly for the disk's flush):
+the runner goes on with the next job's steps and ``settle``-s every job before the commit, so
+one worker's CPU work overlaps its own writes; a job whose background work failed fails like
+a failed step.
+
 A failed step triggers the pipeline's ``abort`` (delete what the job wrote) before the
 failure is recorded, so no half-indexed object and no orphan blob is left; ``recover``
 does the same at start-up for jobs a crash interrupted. A job that failed for a reason
@@ -99,6 +104,12 @@ class Pipeline(Protocol):
         ...
 
     def start(self, job_id: str, options: Mapping[str, Any], payload: bytes) -> Any: ...
+
+    def settle(self, state: Any) -> None:
+        """Wait for work a step left running in the background (the blob writes of the last
+        step), so that the next job's steps overlap it; raise what that work raised. The
+        runner calls it for every job of a batch before the batch commit."""
+        ...
 
     def commit(self, session: Session, states: Sequence[Any]) -> None:
         """Record the work of every state in ``session`` (the caller commits, once).
@@ -207,6 +218,9 @@ class JobRunner:
             else:
                 ran.setdefault(claim.kind, []).append(done)
         for kind, group in ran.items():
+            group = self._settle(self._pipelines[kind], group, answers)
+            if not group:
+                continue
             for outcome in self._commit(self._pipelines[kind], group):
                 answers[outcome.job_id] = outcome
         return [answers[ticket.job_id] for ticket in tickets]
@@ -351,6 +365,29 @@ class JobRunner:
                 pipeline.abort(state)
             return self._finish_failed(ticket.job_id, failure, timings, current, claim.spool, ticket.payload)
         return _Ran(ticket, claim, state, timings)
+
+    def _settle(
+        self, pipeline: Pipeline, group: list[_Ran], answers: dict[str, Outcome | IrmsiaError]
+    ) -> list[_Ran]:
+        """Wait for each job's background work; a failed job is recorded and left out."""
+        settled = []
+        for ran in group:
+            steps = pipeline.steps()
+            last = steps[-1][0] if steps else "settle"
+            started = time.perf_counter()
+            try:
+                pipeline.settle(ran.state)
+            except Exception as exc:  # noqa: BLE001  (the worker's edge: every failure is recorded)
+                pipeline.abort(ran.state)
+                answers[ran.ticket.job_id] = self._finish_failed(
+                    ran.ticket.job_id, classify(exc), ran.timings, last, ran.claim.spool, ran.ticket.payload
+                )
+                continue
+            # The wait counts to the step that started the work.
+            waited = (time.perf_counter() - started) * 1000
+            ran.timings[last] = round(ran.timings.get(last, 0.0) + waited, 3)
+            settled.append(ran)
+        return settled
 
     def _commit(self, pipeline: Pipeline, group: list[_Ran]) -> list[Outcome]:
         """Commit the group in one transaction; if that fails, each job alone."""

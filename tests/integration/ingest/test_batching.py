@@ -157,6 +157,55 @@ def test_a_commit_that_fails_for_one_job_is_retried_job_by_job(
     assert stored_keys == set()
 
 
+def test_a_jobs_blob_writes_overlap_the_next_jobs_steps_and_fail_it_alone(
+    container: Container, threads: executors.ThreadExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from irmsia.pipeline.ingest import IngestPipeline
+
+    recorder = _Recorder(container, monkeypatch)
+    recorder.hold.clear()
+    blobs = _slices(4)
+    blocker = threads.submit(*_ticket(container, blobs[0]))
+    assert recorder.holding.wait(10)
+    tickets = [_ticket(container, blob) for blob in blobs[1:]]
+    poisoned, following = tickets[0][0], tickets[1][0]
+    next_job_started = threading.Event()
+    overlapped: list[bool] = []
+    original_validate, original_put_many = IngestPipeline.validate, container.blobs.put_many
+
+    def validate(self, state):  # type: ignore[no-untyped-def]
+        if state.job_id == following:
+            next_job_started.set()
+        return original_validate(self, state)
+
+    def put_many(items):  # type: ignore[no-untyped-def]
+        if any(poisoned in key for key, _data in items):
+            # Still writing when the next job's first step runs, then the disk fails.
+            overlapped.append(next_job_started.wait(10))
+            original_put_many(items[:1])
+            raise StorageError("filesystem blob store could not write key (test): No space left on device")
+        return original_put_many(items)
+
+    monkeypatch.setattr(IngestPipeline, "validate", validate)
+    monkeypatch.setattr(container.blobs, "put_many", put_many)
+    queued = [threads.submit(*ticket) for ticket in tickets]
+    recorder.hold.set()
+    outcomes = [future.result(30) for future in queued]
+    blocker.result(30)
+    assert overlapped[0]  # the first attempt ran in the batch; the retries (retryable) alone
+    assert [outcome.state for outcome in outcomes] == [
+        JobState.FAILED,
+        JobState.SUCCEEDED,
+        JobState.SUCCEEDED,
+    ]
+    assert outcomes[0].failure is not None and outcomes[0].failure.code == "storage_error"
+    with container.sessions() as session:
+        job = session.get(Job, poisoned)
+        assert job is not None and job.step == "store"
+    assert not [key for key in container.blobs.list("objects/") if poisoned in key]
+    assert count_rows(container, "instances") == 3
+
+
 def test_the_same_instance_twice_in_one_batch_is_stored_once(
     container: Container, threads: executors.ThreadExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
