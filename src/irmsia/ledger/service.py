@@ -33,6 +33,7 @@ from irmsia.ledger.sqlstore import SqlNodeStore
 from irmsia.ledger.verifier import make_receipt
 
 _ENTRIES = cast(Table, LedgerEntry.__table__)
+_INSERT_ENTRIES = insert(_ENTRIES)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class Ledger:
                     "data": entry,
                 }
             )
-        session.execute(insert(_ENTRIES), rows)
+        session.connection().execute(_INSERT_ENTRIES, rows)  # Core: every append runs it
         return first
 
     def register_object(self, session: Session, obj: StoredObject) -> int:

@@ -68,27 +68,29 @@ class SqlNodeStore:
         return self._size
 
     def _read_size(self) -> int:
-        session = self._session
-        is_sqlite = session.get_bind().dialect.name == "sqlite"
+        # Core on the session's connection (same transaction): the ORM's execute path costs
+        # more than these one-row statements, and every append runs them.
+        connection = self._session.connection()
+        is_sqlite = connection.dialect.name == "sqlite"
         if self._lock and is_sqlite:
             # Take SQLite's write lock before the read: a deferred transaction that reads first
             # and writes later fails with SQLITE_BUSY_SNAPSHOT when another writer slipped in.
-            session.execute(_TAKE_WRITE_LOCK)
+            connection.execute(_TAKE_WRITE_LOCK)
         query = _READ_SIZE_LOCKED if self._lock else _READ_SIZE
-        size = session.execute(query).scalar_one_or_none()
+        size = connection.execute(query).scalar_one_or_none()
         if size is None:
             if not self._lock:
                 return 0
             # First append into an empty database: create the row, then lock it like any other.
             self._create_state_row()
-            size = session.execute(query).scalar_one()
+            size = connection.execute(query).scalar_one()
         return int(size)
 
     def _create_state_row(self) -> None:
         """Insert the size-0 state row unless it exists (a racing writer may have created it)."""
-        session = self._session
-        make_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(
+        connection = self._session.connection()
+        make_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        connection.execute(
             make_insert(_STATE).values(id=STATE_ROW_ID, size=0).on_conflict_do_nothing(index_elements=["id"])
         )
 
@@ -97,7 +99,8 @@ class SqlNodeStore:
         if not keys:
             return []
         ids = [(level << LEVEL_SHIFT) | index for level, index in keys]
-        found: dict[int, bytes] = dict(self._session.execute(_GET_NODES, {"ids": list(set(ids))}).all())
+        rows = self._session.connection().execute(_GET_NODES, {"ids": list(set(ids))})
+        found: dict[int, bytes] = dict(rows.all())
         try:
             return [found[i] for i in ids]
         except KeyError:
@@ -112,17 +115,17 @@ class SqlNodeStore:
             raise LedgerError("a Merkle tree cannot shrink")
         if new_size > MAX_LEAVES:
             raise LedgerError("the log is full")
-        session = self._session
+        connection = self._session.connection()
         sizes = {"old_size": old_size, "new_size": new_size}
-        changed = cast(CursorResult[Any], session.execute(_MOVE_SIZE, sizes)).rowcount
+        changed = cast(CursorResult[Any], connection.execute(_MOVE_SIZE, sizes)).rowcount
         if changed == 0 and old_size == 0:
             self._create_state_row()
-            changed = cast(CursorResult[Any], session.execute(_MOVE_SIZE, sizes)).rowcount
+            changed = cast(CursorResult[Any], connection.execute(_MOVE_SIZE, sizes)).rowcount
         if changed != 1:
             raise Conflict("the Merkle tree grew since it was read")
         if nodes:
             try:
-                session.execute(
+                connection.execute(
                     _INSERT_NODES,
                     [
                         {"id": (level << LEVEL_SHIFT) | index, "hash": digest}

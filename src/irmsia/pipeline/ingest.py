@@ -77,6 +77,18 @@ _SERIES_BY_UID = select(_SERIES.c.series_uid, _SERIES.c.id).where(
 _VAULT_BY_PSEUDONYM = select(_VAULT.c.kind, _VAULT.c.pseudonym).where(
     _VAULT.c.pseudonym.in_(bindparam("keys", expanding=True))
 )
+_OBJECTS: Table = StoredObject.__table__  # type: ignore[assignment]
+_INSERT_PATIENTS = insert(_PATIENTS)
+_INSERT_VAULT = insert(_VAULT)
+_INSERT_STUDIES = insert(_STUDIES)
+_INSERT_SERIES = insert(_SERIES)
+_INSERT_INSTANCES = insert(_INSTANCES)
+_INSERT_OBJECTS = insert(_OBJECTS)
+_SET_MODALITIES = (
+    update(_STUDIES)
+    .where(_STUDIES.c.id == bindparam("study"))
+    .values(modalities=bindparam("merged"), updated_at=bindparam("now"))
+)
 _STORED_IDS = (  # SOP Instance UID -> the ids of the indexed instance
     select(
         _INSTANCES.c.sop_instance_uid,
@@ -534,19 +546,24 @@ class IngestPipeline:
                 "study_id": study_id,
                 "patient_pseudonym": deid.pseudonym,
             }
-        for model, values in (
-            (Patient, rows.new_patients),
-            (VaultEntry, rows.new_vault),
-            (Study, list(rows.new_studies.values())),
-            (Series, rows.new_series),
-            (Instance, rows.instances),
-            (StoredObject, rows.objects),
+        connection = session.connection()  # Core, prebuilt: every batch commit runs these
+        for statement, values in (
+            (_INSERT_PATIENTS, rows.new_patients),
+            (_INSERT_VAULT, rows.new_vault),
+            (_INSERT_STUDIES, list(rows.new_studies.values())),
+            (_INSERT_SERIES, rows.new_series),
+            (_INSERT_INSTANCES, rows.instances),
+            (_INSERT_OBJECTS, rows.objects),
         ):
             if values:
-                session.execute(insert(model), values)
-        for study_id, merged in rows.modalities.items():
-            session.execute(
-                update(Study).where(Study.id == study_id).values(modalities=merged, updated_at=now)
+                connection.execute(statement, values)
+        if rows.modalities:
+            connection.execute(
+                _SET_MODALITIES,
+                [
+                    {"study": study_id, "merged": merged, "now": now}
+                    for study_id, merged in rows.modalities.items()
+                ],
             )
         return ids, entries
 

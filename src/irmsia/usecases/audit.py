@@ -113,7 +113,7 @@ class AuditLog:
         session.flush()  # what the caller added goes first, as the log entries in ``after`` do
         # One Core INSERT for every record (an ORM unit of work costs several times more, and
         # every audited request pays it); the events returned are not attached to the session.
-        session.execute(_NEW_EVENT, rows)
+        session.connection().execute(_NEW_EVENT, rows)
         events = [AuditEvent(**row) for row in rows]
         self.log.append_many(session, [*after, *(audit_entry(event) for event in events)])
         return events
