@@ -1,8 +1,8 @@
 """The ingest pipeline: validate → de-identify → serialize → render → encrypt+store → index.
 
 Each step reads and extends one ``IngestState``; none keeps state of its own. Blobs are
-written under ``objects/<j0j1>/<j2j3>/<job>-…`` (the job id's first hex digits name two
-directory levels, created once and shared by every job: no directory per job) so a crash's
+written under ``objects/<j0j1>/<job>-…`` (the job id's first two hex digits name one of 256
+directories, created once and shared by every job: no directory per job) so a crash's
 leftovers are found by job id. The index is
 the batch commit (``IngestPipeline.commit``): the whole object graph of every job in the
 batch (patients, studies, series, instances, stored objects, vault entries, audit records
@@ -682,13 +682,14 @@ def _stored_ids(connection: Connection, sop_instance_uids: Sequence[str]) -> dic
 
 
 def _job_prefix(job_id: str) -> str:
-    """Where a job's blobs go: two shared directory levels, then the job id in each name.
+    """Where a job's blobs go: one of 256 shared directories, then the job id in each name.
 
-    A directory per job cost a directory inode, a mkdir and two directory fsyncs per object
-    stored (measured: the mkdir alone was ~3.5 % of ingest CPU on ext4); job ids are random
-    hex, so 65,536 shared directories spread the files evenly.
+    A directory per job (as before) cost a directory inode, a mkdir and a directory fsync
+    per object stored (the mkdir alone was ~3.5 % of ingest CPU on ext4), and so would a
+    deeper tree until its directories exist; job ids are random hex, so the files spread
+    evenly (ext4's hashed directories keep lookups fast at millions of entries).
     """
-    return f"objects/{job_id[:2]}/{job_id[2:4]}/{job_id}-"
+    return f"objects/{job_id[:2]}/{job_id}-"
 
 
 def _legacy_job_prefix(job_id: str) -> str:

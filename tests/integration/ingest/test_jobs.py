@@ -53,13 +53,13 @@ def test_crash_mid_job_is_cleaned_up_and_resumed_at_start_up(container: Containe
         job = session.get(Job, job_id)
         assert job is not None
         job.state, job.attempt, job.step = JobState.RUNNING.value, 1, "store"
-    orphan = f"objects/{job_id[:2]}/{job_id[2:4]}/{job_id}-leftover.bin"
+    orphan = f"objects/{job_id[:2]}/{job_id}-leftover.bin"
     container.blobs.put(orphan, b"partial")
     # A leftover in the layout of earlier versions (one directory per job) goes too.
     legacy = f"objects/{job_id[:2]}/{job_id}/leftover.bin"
     container.blobs.put(legacy, b"partial")
     # Another job's blob in the same shared directory stays.
-    neighbour = f"objects/{job_id[:2]}/{job_id[2:4]}/{'f' * 32}-kept.bin"
+    neighbour = f"objects/{job_id[:2]}/{job_id[:2]}{'f' * 30}-kept.bin"
     container.blobs.put(neighbour, b"another job")
 
     resumed = container.resume_jobs()
@@ -77,7 +77,7 @@ def test_crash_mid_job_is_cleaned_up_and_resumed_at_start_up(container: Containe
     assert not container.blobs.exists(legacy)
     assert container.blobs.get(neighbour) == b"another job"
     stored = [key for key in container.blobs.list("objects/") if key != neighbour]
-    assert stored and all(key.startswith(f"objects/{job_id[:2]}/{job_id[2:4]}/{job_id}-") for key in stored)
+    assert stored and all(key.startswith(f"objects/{job_id[:2]}/{job_id}-") for key in stored)
     assert count_rows(container, "instances") == 1
     assert not any(key.startswith("spool/") for key in container.blobs.list(""))
 
