@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python bench/ingest.py --quick      # a small corpus, under a minute
     .venv/bin/python bench/ingest.py --ct 300 --skip-orthanc
     .venv/bin/python bench/ingest.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/ingest.py --tmp /mnt/data   # measure on that file system
 
 A synthetic, PHI-free corpus (smooth anatomy-like phantoms plus mild noise, so that PNG
 compression behaves as on real images) is written to a temporary folder and ingested:
@@ -700,6 +701,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-orthanc", action="store_true", help="no Orthanc baseline")
     parser.add_argument("--workers", default="1,2", help="worker-process counts to run (default 1,2)")
     parser.add_argument(
+        "--tmp",
+        metavar="DIR",
+        help="where the corpus, databases and blobs go (default: the system's temporary folder); "
+        "choose the file system to measure",
+    )
+    parser.add_argument(
         "--postgres",
         metavar="ADMIN_URL",
         help="index in PostgreSQL instead of SQLite: a fresh database per run, created and dropped "
@@ -714,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.ct, args.cr, args.multiframe = 60, 4, 1
     workers = [int(n) for n in args.workers.split(",") if n]
     configs = [("inline", "inline", 1), *((f"process x{n}", "process", n) for n in workers)]
-    root = Path(tempfile.mkdtemp(prefix="irmsia-bench-"))
+    root = Path(tempfile.mkdtemp(prefix="irmsia-bench-", dir=args.tmp))
     try:
         started = time.perf_counter()
         items = write_corpus(root / "corpus", args.ct, args.cr, args.multiframe)
