@@ -950,31 +950,35 @@ class Deidentifier:
         return meta
 
     def _finish(self, out: Dataset, pseudonym: str, *, pixels_cleaned: bool) -> None:
+        # Elements built with their tag and VR (``add_new``): assigning by keyword looks the
+        # keyword up in the dictionary each time, and every object pays for these.
         options = self._options
-        if "PatientName" not in out:
-            out.PatientName = pseudonym
-        if "PatientID" not in out:
-            out.PatientID = pseudonym
-        out.PatientIdentityRemoved = "YES"
-        out.DeidentificationMethod = list(self._method_description)
+        if _PATIENT_NAME not in out:
+            out.add_new(_PATIENT_NAME, "PN", pseudonym)
+        if _PATIENT_ID not in out:
+            out.add_new(_PATIENT_ID, "LO", pseudonym)
+        out.add_new(0x00120062, "CS", "YES")  # Patient Identity Removed
+        out.add_new(0x00120063, "LO", list(self._method_description))  # De-identification Method
         codes = list(self._method_codes)
         if pixels_cleaned:
             codes.insert(1, _CLEAN_PIXEL_DATA)
-            out.BurnedInAnnotation = "NO"
+            out.add_new(0x00280301, "CS", "NO")  # Burned In Annotation
         items = []
         for value, meaning in codes:
             item = Dataset()
-            item.CodeValue = value
-            item.CodingSchemeDesignator = "DCM"
-            item.CodeMeaning = meaning
+            item.add_new(0x00080100, "SH", value)  # Code Value
+            item.add_new(0x00080102, "SH", "DCM")  # Coding Scheme Designator
+            item.add_new(0x00080104, "LO", meaning)  # Code Meaning
             items.append(item)
-        out.DeidentificationMethodCodeSequence = DicomSequence(items)
+        # De-identification Method Code Sequence
+        out.add_new(0x00120064, "SQ", DicomSequence(items))
         if options.retain_long_modified_dates:
-            out.LongitudinalTemporalInformationModified = "MODIFIED"
+            modified = "MODIFIED"
         elif options.retain_long_full_dates:
-            out.LongitudinalTemporalInformationModified = "UNMODIFIED"
+            modified = "UNMODIFIED"
         else:
-            out.LongitudinalTemporalInformationModified = "REMOVED"
+            modified = "REMOVED"
+        out.add_new(0x00280303, "CS", modified)  # Longitudinal Temporal Information Modified
         out.preamble = b"\0" * 128
 
 
