@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from irmsia.clock import Clock
@@ -275,13 +275,16 @@ class IngestPipeline:
     def cleanup_job(self, job_id: str) -> int:
         removed = 0
         # The blobs of jobs written before the shared-directory layout are under the old prefix.
-        for prefix in (_job_prefix(job_id), _legacy_job_prefix(job_id)):
-            with self._sessions() as session:
-                indexed = set(
-                    session.scalars(
-                        select(StoredObject.storage_key).where(StoredObject.storage_key.startswith(prefix))
+        prefixes = (_job_prefix(job_id), _legacy_job_prefix(job_id))
+        with self._sessions() as session:
+            indexed = set(
+                session.scalars(
+                    select(StoredObject.storage_key).where(
+                        or_(*(StoredObject.storage_key.startswith(prefix) for prefix in prefixes))
                     )
                 )
+            )
+        for prefix in prefixes:
             for key in list(self._blobs.list(prefix)):
                 if key not in indexed:
                     self._blobs.delete(key)

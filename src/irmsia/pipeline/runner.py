@@ -370,10 +370,10 @@ class JobRunner:
         self, pipeline: Pipeline, group: list[_Ran], answers: dict[str, Outcome | IrmsiaError]
     ) -> list[_Ran]:
         """Wait for each job's background work; a failed job is recorded and left out."""
+        steps = pipeline.steps()
+        last = steps[-1][0] if steps else "settle"  # the step that started the work
         settled = []
         for ran in group:
-            steps = pipeline.steps()
-            last = steps[-1][0] if steps else "settle"
             started = time.perf_counter()
             try:
                 pipeline.settle(ran.state)
@@ -383,7 +383,6 @@ class JobRunner:
                     ran.ticket.job_id, classify(exc), ran.timings, last, ran.claim.spool, ran.ticket.payload
                 )
                 continue
-            # The wait counts to the step that started the work.
             waited = (time.perf_counter() - started) * 1000
             ran.timings[last] = round(ran.timings.get(last, 0.0) + waited, 3)
             settled.append(ran)

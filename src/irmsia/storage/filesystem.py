@@ -139,20 +139,16 @@ class FilesystemBlobStore:
         the first failed key once every write has ended; no temporary file is left."""
         keys = [key for key, _data in items]
         paths = [self._path(key) for key in keys]  # every key is checked before any write
-        index = 0
+        temps: list[Path | None] = []
+        index = 0  # the key an error names
         try:
             for directory in dict.fromkeys(path.parent for path in paths):
                 make_private_dirs(directory)
-        except OSError as exc:
-            raise StorageError(
-                f"filesystem blob store could not write key {keys[0]}: {_reason(exc)}"
-            ) from exc
-        written = self._writes.run(
-            lambda i: write_temporary(paths[i].parent, (items[i][1],)), range(len(items))
-        )
-        temps = [None if future.exception() else future.result()[0] for future in written]
-        try:
-            for index in range(len(written)):  # index: the key an error names
+            written = self._writes.run(
+                lambda i: write_temporary(paths[i].parent, (items[i][1],)), range(len(items))
+            )
+            temps = [None if future.exception() else future.result()[0] for future in written]
+            for index in range(len(written)):
                 error = written[index].exception()
                 if error is not None:
                     raise error

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from irmsia.db.jobs import Job
 from irmsia.errors import StorageError
 from irmsia.pipeline import executors
 from irmsia.pipeline.job import JobState
-from irmsia.pipeline.runner import Ticket
+from irmsia.pipeline.runner import Outcome, Ticket
 from irmsia.usecases.ingest import IncomingFile
 from tests.conftest import count_rows
 from tests.factories import make_ct, to_bytes
@@ -54,6 +55,15 @@ class _Recorder:
             return original(tickets)
 
         monkeypatch.setattr(container.runner, "run_batch", run_batch)
+
+    def blocked_by(
+        self, threads: executors.ThreadExecutor, container: Container, blob: bytes
+    ) -> Future[Outcome]:
+        """Submit one job whose batch waits until ``hold.set()``, so the next jobs queue up."""
+        self.hold.clear()
+        blocker = threads.submit(*_ticket(container, blob))
+        assert self.holding.wait(10)
+        return blocker
 
 
 @pytest.fixture
@@ -99,10 +109,8 @@ def test_a_bad_object_fails_alone_and_the_rest_of_its_batch_is_stored(
     container: Container, threads: executors.ThreadExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = _Recorder(container, monkeypatch)
-    recorder.hold.clear()
     blobs = _slices(4)
-    blocker = threads.submit(*_ticket(container, blobs[0]))
-    assert recorder.holding.wait(10)
+    blocker = recorder.blocked_by(threads, container, blobs[0])
     queued = [
         threads.submit(*_ticket(container, blob)) for blob in [blobs[1], b"\x00" * 300, blobs[2], blobs[3]]
     ]
@@ -122,10 +130,8 @@ def test_a_commit_that_fails_for_one_job_is_retried_job_by_job(
     from irmsia.pipeline.ingest import IngestPipeline
 
     recorder = _Recorder(container, monkeypatch)
-    recorder.hold.clear()
     blobs = _slices(4)
-    blocker = threads.submit(*_ticket(container, blobs[0]))
-    assert recorder.holding.wait(10)
+    blocker = recorder.blocked_by(threads, container, blobs[0])
     poisoned = _ticket(container, blobs[2])
     original = IngestPipeline._index
 
@@ -163,10 +169,8 @@ def test_a_jobs_blob_writes_overlap_the_next_jobs_steps_and_fail_it_alone(
     from irmsia.pipeline.ingest import IngestPipeline
 
     recorder = _Recorder(container, monkeypatch)
-    recorder.hold.clear()
     blobs = _slices(4)
-    blocker = threads.submit(*_ticket(container, blobs[0]))
-    assert recorder.holding.wait(10)
+    blocker = recorder.blocked_by(threads, container, blobs[0])
     tickets = [_ticket(container, blob) for blob in blobs[1:]]
     poisoned, following = tickets[0][0], tickets[1][0]
     next_job_started = threading.Event()
@@ -210,10 +214,8 @@ def test_the_same_instance_twice_in_one_batch_is_stored_once(
     container: Container, threads: executors.ThreadExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = _Recorder(container, monkeypatch)
-    recorder.hold.clear()
     blob = to_bytes(make_ct(seed=7))
-    blocker = threads.submit(*_ticket(container, to_bytes(make_ct(seed=1))))
-    assert recorder.holding.wait(10)
+    blocker = recorder.blocked_by(threads, container, to_bytes(make_ct(seed=1)))
     twice = [threads.submit(*_ticket(container, blob)) for _ in range(2)]
     recorder.hold.set()
     first, second = (future.result(30) for future in twice)
