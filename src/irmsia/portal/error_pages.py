@@ -55,8 +55,23 @@ def wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
+# Fetch Metadata (Sec-Fetch-Dest) of the requests that show a page; anything else (an image,
+# a script's fetch) that lost its session gets the error itself, not the sign-in page.
+_PAGE_DESTINATIONS = frozenset({"document", "iframe", "frame"})
+
+
 def _is_page_request(request: Request) -> bool:
-    return request.method == "GET" and not wants_json(request)
+    """A GET that shows a page: not a script asking for JSON, and not a subresource.
+
+    A thumbnail still loading (lazily) after the session ended must not be redirected to the
+    sign-in page: that load would set a new pre-login token cookie while the user fills in the
+    form of another load, whose token then no longer matches. Browsers without Fetch Metadata
+    send no ``Sec-Fetch-Dest`` and are treated as navigating.
+    """
+    if request.method != "GET" or wants_json(request):
+        return False
+    destination = request.headers.get("sec-fetch-dest")
+    return destination is None or destination in _PAGE_DESTINATIONS
 
 
 def _login_redirect(request: Request) -> Response:

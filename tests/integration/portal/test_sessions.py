@@ -150,6 +150,19 @@ def test_loading_the_sign_in_page_again_does_not_expire_a_form_on_screen(
     assert csrf_of(stranger.http.get("/portal/login").text) != "planted"
 
 
+def test_a_signed_out_image_request_gets_401_not_the_sign_in_page(browser: BrowserFactory, world: World) -> None:
+    # A lazily loaded thumbnail of a page whose session ended: redirected to the sign-in page,
+    # it would set a new pre-login token while the user fills in another load's form.
+    visitor = browser()
+    image = visitor.get(f"/portal/images/{world.image_ids[0]}/thumbnail", headers={"Sec-Fetch-Dest": "image"})
+    assert image.status_code == 401
+    assert LOGIN_COOKIE not in image.headers.get("set-cookie", "")
+    page = visitor.get(f"/portal/studies/{world.study_id}", headers={"Sec-Fetch-Dest": "document"})
+    assert page.status_code == 303 and page.headers["location"].startswith("/portal/login?next=")
+    # Without Fetch Metadata (older browsers, scripts) a GET is still treated as navigation.
+    assert visitor.get(f"/portal/studies/{world.study_id}").status_code == 303
+
+
 @pytest.mark.parametrize(
     "target", ["https://evil.example/", "//evil.example/x", "/api/v1/users", "/portal\\x"]
 )
