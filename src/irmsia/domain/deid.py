@@ -74,7 +74,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -228,6 +228,7 @@ _METHOD_CODES: tuple[tuple[Option | None, str, str], ...] = (
     (Option.RETAIN_INSTITUTION_IDENTITY, "113112", "Retain Institution Identity Option"),
 )
 _CLEAN_PIXEL_DATA = ("113101", "Clean Pixel Data Option")
+_CODE_VALUE, _CODING_SCHEME, _CODE_MEANING = Tag(0x00080100), Tag(0x00080102), Tag(0x00080104)
 
 # Errors that mean "this dataset could not be processed"; anything else is a bug and
 # propagates as is. Each is re-raised as DeidentificationError without its message,
@@ -510,6 +511,19 @@ def _dummy(vr: str) -> Any:
     return empty_value_for_VR(vr)
 
 
+_KEYWORDS: dict[int, str] = {}  # tag -> dictionary keyword ("" when unknown), filled as met
+
+
+def _keyword(tag: int) -> str:
+    """pydicom's keyword for a public tag, remembered: its dictionary look-up converts the
+    tag and searches the repeater groups on every call, and every element of every object
+    asks for one."""
+    keyword = _KEYWORDS.get(tag)
+    if keyword is None:
+        keyword = _KEYWORDS[tag] = keyword_for_tag(tag)
+    return keyword
+
+
 def _declared_vr(tag: int, item: Any, private: bool) -> str:
     """The VR an element will have once read, without converting its value.
 
@@ -566,7 +580,7 @@ _IDENTIFIER_KEYWORDS = frozenset(
 def _collect_identifiers(ds: Dataset, into: set[str]) -> None:
     # Decide from the tag and the VR first: only person names, identifiers and sequences are
     # decoded, so the other elements stay undecoded (and are copied as they are).
-    for key in sorted(ds.keys()):
+    for key in list(ds.keys()):
         tag = int(key)
         private = bool((tag >> 16) & 1)
         vr = _declared_vr(tag, ds.get_item(key), private)
@@ -576,7 +590,7 @@ def _collect_identifiers(ds: Dataset, into: set[str]) -> None:
         elif vr == "PN":
             for value in _values(ds[key].value):
                 into.update(part for part in _NAME_SPLIT.split(value) if part)
-        elif not private and keyword_for_tag(tag) in _IDENTIFIER_KEYWORDS:
+        elif not private and _keyword(tag) in _IDENTIFIER_KEYWORDS:
             into.update(value.strip() for value in _values(ds[key].value) if value.strip())
 
 
@@ -648,11 +662,14 @@ class _Walker:
         self.actions: list[PlannedAction] = []
 
     def walk(self, source: Dataset, path: str, *, top: bool, cleaning: bool) -> Dataset:
-        out = Dataset()
-        # Kept elements still in their undecoded (raw) form are shared as they are, and the
-        # output says it is encoded like the source: pydicom then writes those bytes back
+        # Kept public elements still in their undecoded (raw) form are shared as they are, and
+        # the output says it is encoded like the source: pydicom then writes those bytes back
         # without decoding and re-encoding them (it falls back to converting every element
         # when the output's transfer syntax or character set differs from the source's).
+        # They go straight into the output's element mapping (``Dataset(mapping)``): adding
+        # them one by one runs checks that only private elements and sequences need.
+        shared: dict[BaseTag, RawDataElement] = {}
+        out = Dataset(shared)
         implicit, little = source.original_encoding
         out.set_original_encoding(implicit, little, source.original_character_set)
         progress = self._progress
@@ -664,22 +681,25 @@ class _Walker:
             tag = int(key)
             progress.path, progress.tag = path, tag
             private = bool((tag >> 16) & 1)
-            keyword = "" if private else keyword_for_tag(tag)
-            vr = _declared_vr(tag, source.get_item(key), private)
+            keyword = "" if private else _keyword(tag)
+            item = source.get_item(key)
+            vr = _declared_vr(tag, item, private)
             creator = self._creator(source, tag) if private and needs_creator else None
             decision = self._rules.decide(tag, vr, keyword, top=top, cleaning=cleaning, creator=creator)
             self.actions.append(PlannedAction(path, tag, keyword, vr, decision.action, decision.reason))
             if decision.action is Action.REMOVE:
                 continue
-            raw = source.get_item(key)
             if (
                 self._maker is not None
-                and isinstance(raw, RawDataElement)
+                and isinstance(item, RawDataElement)
                 and vr != "SQ"
                 and _keeps_value(decision.action, vr)
-                and _raw_is_sound(raw, vr)
+                and _raw_is_sound(item, vr)
             ):
-                out[key] = raw
+                if private:
+                    out[key] = item  # pydicom records its private creator
+                else:
+                    shared[key] = item
                 continue
             elem = source[key]
             if elem.VR == "SQ":
@@ -824,11 +844,12 @@ def _plan_meta(ds: Dataset, options: DeidOptions) -> list[PlannedAction]:
     if meta is None:
         return []
     planned = []
-    for elem in meta:
-        decision = _meta_decision(elem.keyword, options)
-        planned.append(
-            PlannedAction("file_meta", int(elem.tag), elem.keyword, elem.VR, decision.action, decision.reason)
-        )
+    for key in sorted(meta.keys()):  # from tag and VR: the values need not be decoded
+        tag = int(key)
+        keyword = _keyword(tag)
+        decision = _meta_decision(keyword, options)
+        vr = _declared_vr(tag, meta.get_item(key), False)
+        planned.append(PlannedAction("file_meta", tag, keyword, vr, decision.action, decision.reason))
     return planned
 
 
@@ -963,13 +984,18 @@ class Deidentifier:
         if pixels_cleaned:
             codes.insert(1, _CLEAN_PIXEL_DATA)
             out.add_new(0x00280301, "CS", "NO")  # Burned In Annotation
-        items = []
-        for value, meaning in codes:
-            item = Dataset()
-            item.add_new(0x00080100, "SH", value)  # Code Value
-            item.add_new(0x00080102, "SH", "DCM")  # Coding Scheme Designator
-            item.add_new(0x00080104, "LO", meaning)  # Code Meaning
-            items.append(item)
+        # Code Value, Coding Scheme Designator, Code Meaning: constants, so built unvalidated
+        # into each item's element mapping.
+        items = [
+            Dataset(
+                {
+                    _CODE_VALUE: DataElement(_CODE_VALUE, "SH", value, validation_mode=config.IGNORE),
+                    _CODING_SCHEME: DataElement(_CODING_SCHEME, "SH", "DCM", validation_mode=config.IGNORE),
+                    _CODE_MEANING: DataElement(_CODE_MEANING, "LO", meaning, validation_mode=config.IGNORE),
+                }
+            )
+            for value, meaning in codes
+        ]
         # De-identification Method Code Sequence
         out.add_new(0x00120064, "SQ", DicomSequence(items))
         if options.retain_long_modified_dates:

@@ -57,6 +57,7 @@ from irmsia.usecases.context import RequestContext
 Analyzer = Callable[[RequestContext, str, Dataset], str | None]
 
 DICOM_MEDIA_TYPE = "application/dicom"
+WRITING_JOBS = 4  # jobs of one worker whose blob writes may be in flight together
 PNG_MEDIA_TYPE = "image/png"
 _INSTANCES: Table = Instance.__table__  # type: ignore[assignment]
 _KNOWN = select(_INSTANCES.c.id).where(_INSTANCES.c.sop_instance_uid == bindparam("uid")).limit(1)
@@ -386,11 +387,12 @@ class IngestPipeline:
             state.writing = self._background().submit(self._blobs.put_many, writes)
 
     def _background(self) -> ThreadPoolExecutor:
-        # One thread: a job's writes run while the worker goes on with the next job's steps
-        # (put_many spreads each job's files over the store's own writer threads).
+        # A job's writes run while the worker goes on with the next jobs' steps; several jobs'
+        # writes overlap, so that their flushes to disk are waited for together (a journalled
+        # file system commits concurrent fsyncs at once) instead of one job after the other.
         with self._lock:
             if self._writes is None:
-                self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="irmsia-store")
+                self._writes = ThreadPoolExecutor(max_workers=WRITING_JOBS, thread_name_prefix="irmsia-store")
             return self._writes
 
     # --- the batch commit ----------------------------------------------------------------

@@ -150,7 +150,9 @@ def test_loading_the_sign_in_page_again_does_not_expire_a_form_on_screen(
     assert csrf_of(stranger.http.get("/portal/login").text) != "planted"
 
 
-def test_a_signed_out_image_request_gets_401_not_the_sign_in_page(browser: BrowserFactory, world: World) -> None:
+def test_a_signed_out_image_request_gets_401_not_the_sign_in_page(
+    browser: BrowserFactory, world: World
+) -> None:
     # A lazily loaded thumbnail of a page whose session ended: redirected to the sign-in page,
     # it would set a new pre-login token while the user fills in another load's form.
     visitor = browser()
