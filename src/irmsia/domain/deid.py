@@ -668,7 +668,7 @@ class _Walker:
         # when the output's transfer syntax or character set differs from the source's).
         # They go straight into the output's element mapping (``Dataset(mapping)``): adding
         # them one by one runs checks that only private elements and sequences need.
-        shared: dict[BaseTag, RawDataElement] = {}
+        shared: dict[BaseTag, DataElement | RawDataElement] = {}
         out = Dataset(shared)
         implicit, little = source.original_encoding
         out.set_original_encoding(implicit, little, source.original_character_set)
