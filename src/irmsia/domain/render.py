@@ -26,6 +26,7 @@ Everything works on in-memory datasets and arrays: no file, network or clock acc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -525,15 +526,30 @@ def _look_up(table: np.ndarray, index: np.ndarray) -> np.ndarray:
     return out.reshape(index.shape)
 
 
+@functools.lru_cache(maxsize=16)
+def _tables(grey: _Grey, dtype: np.dtype[Any], want16: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The 8-bit (and 16-bit) display value of every stored value of ``dtype``, read-only.
+
+    Remembered: the slices of a series share their rescale and window, so one table serves
+    them all (a 16-bit table costs about as much as a tenth of a PNG encode to build).
+    """
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    domain = np.arange(1 << (8 * dtype.itemsize), dtype=unsigned).view(dtype)
+    unit = grey.to_unit(domain)
+    tables = _quantize(unit, np.uint8), (_quantize(unit, np.uint16) if want16 else None)
+    for table in tables:
+        if table is not None:
+            table.flags.writeable = False
+    return tables
+
+
 def _render_grey(stored: np.ndarray, grey: _Grey, want16: bool) -> tuple[np.ndarray, np.ndarray | None]:
     if stored.dtype.kind in "iu" and stored.dtype.itemsize <= 2:
-        unsigned = np.dtype(f"u{stored.dtype.itemsize}")
-        domain = np.arange(1 << (8 * stored.dtype.itemsize), dtype=unsigned).view(stored.dtype)
-        unit = grey.to_unit(domain)
+        table8, table16 = _tables(grey, stored.dtype, want16)
         # Indexing by the unsigned view lines the table up with two's-complement order.
-        index = stored.view(unsigned)
-        display = _look_up(_quantize(unit, np.uint8), index)
-        display16 = _look_up(_quantize(unit, np.uint16), index) if want16 else None
+        index = stored.view(f"u{stored.dtype.itemsize}")
+        display = _look_up(table8, index)
+        display16 = _look_up(table16, index) if table16 is not None else None
         return display, display16
     values = stored
     if stored.dtype.kind == "f":

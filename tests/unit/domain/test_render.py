@@ -131,6 +131,26 @@ def test_sixteen_bit_image_is_the_same_window_scaled_to_65535() -> None:
     assert np.unique(frame.display16).size > np.unique(frame.display).size
 
 
+def test_images_sharing_a_window_get_their_own_pixels_and_a_change_in_window_is_seen() -> None:
+    # The lookup tables are shared between slices with the same rescale and window: what one
+    # rendering returns is its own array, and another window or intercept gets its own table.
+    ds, stored = _ct_ramp()
+    first = _one(ds, RenderOptions(bits=16))
+    expected8, expected16 = first.display.copy(), first.display16.copy()  # type: ignore[union-attr]
+    first.display[:] = 7
+    first.display16[:] = 7  # type: ignore[index]
+    again = _one(ds, RenderOptions(bits=16))
+    assert np.array_equal(again.display, expected8) and np.array_equal(again.display16, expected16)
+
+    ds.RescaleIntercept = -1000  # 24 HU brighter everywhere
+    shifted = _one(ds)
+    reference = np.floor(_linear_reference(stored - 1000.0, 40, 400) * 255 + 0.5)
+    assert np.abs(shifted.display.astype(int) - reference).max() <= 1
+    assert not np.array_equal(shifted.display, expected8)
+    wide = _one(ds, RenderOptions(window=(40.0, 2000.0)))
+    assert wide.window == Window(40.0, 2000.0) and np.unique(wide.display).size < np.unique(expected8).size
+
+
 def test_eight_bit_rendering_has_no_sixteen_bit_image_unless_asked() -> None:
     ds, _ = _ct_ramp()
     frame = _one(ds)
