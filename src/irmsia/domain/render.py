@@ -20,7 +20,8 @@ When the file carries no window and the caller gives none, ``default_window`` de
   images use their middle frame, so that a cine loop does not flicker.
 
 Integer pixel data of up to 16 bits is mapped through lookup tables built by running these same
-functions over every possible stored value, so a 16-bit slice costs one table look-up per pixel.
+functions over every possible stored value, so a 16-bit slice costs one table look-up per pixel;
+the last few tables are remembered (read-only), so the slices of a series build theirs once.
 Everything works on in-memory datasets and arrays: no file, network or clock access.
 """
 
