@@ -210,6 +210,41 @@ def test_a_jobs_blob_writes_overlap_the_next_jobs_steps_and_fail_it_alone(
     assert count_rows(container, "instances") == 3
 
 
+def test_several_jobs_blob_writes_are_in_flight_together(
+    container: Container, threads: executors.ThreadExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A journalled file system commits concurrent flushes together: each job of a batch must
+    # not wait for the previous job's writes to end before its own start.
+    from irmsia.pipeline.ingest import WRITING_JOBS
+
+    assert WRITING_JOBS >= 3
+    recorder = _Recorder(container, monkeypatch)
+    blocker = recorder.blocked_by(threads, container, to_bytes(make_ct(seed=1)))
+    tickets = [_ticket(container, blob) for blob in _slices(3)]
+    all_writing = threading.Barrier(3, timeout=10)
+    met: list[bool] = []
+    original_put_many = container.blobs.put_many
+
+    def put_many(items):  # type: ignore[no-untyped-def]
+        if any(ticket[0] in key for ticket in tickets for key, _data in items):
+            try:  # every job of the batch is writing before any write ends
+                all_writing.wait()
+                met.append(True)
+            except threading.BrokenBarrierError:
+                met.append(False)
+        return original_put_many(items)
+
+    monkeypatch.setattr(container.blobs, "put_many", put_many)
+    queued = [threads.submit(*ticket) for ticket in tickets]
+    recorder.hold.set()
+    outcomes = [future.result(30) for future in queued]
+    blocker.result(30)
+    assert recorder.sizes == [1, 3]
+    assert met == [True, True, True]
+    assert [outcome.result["status"] for outcome in outcomes] == ["stored"] * 3
+    assert count_rows(container, "stored_objects") == 4 * 3  # DICOM, PNG, thumbnail each
+
+
 def test_the_same_instance_twice_in_one_batch_is_stored_once(
     container: Container, threads: executors.ThreadExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
