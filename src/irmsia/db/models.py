@@ -7,6 +7,7 @@ re-identification vault stores ciphertext only).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -88,24 +89,42 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="{}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "time": self.time.isoformat().replace("+00:00", "Z"),
-            "actor_id": self.actor_id,
-            "actor_name": self.actor_name,
-            "actor_role": self.actor_role,
-            "action": self.action,
-            "resource_type": self.resource_type,
-            "resource_id": self.resource_id,
-            "outcome": self.outcome,
-            "client_ip": self.client_ip,
-            "request_id": self.request_id,
-            "detail": json.loads(self.detail or "{}"),
-        }
+        return audit_fields({name: getattr(self, name) for name in AUDIT_COLUMNS})
 
     def canonical_bytes(self) -> bytes:
         """Canonical serialisation for the ledger: sorted-key, compact, UTF-8 JSON."""
-        return canonical_json({"type": "audit", **self.as_dict()})
+        return audit_canonical_bytes({name: getattr(self, name) for name in AUDIT_COLUMNS})
+
+
+# The columns an audit record shows (all but the insertion sequence number).
+AUDIT_COLUMNS = (
+    "id",
+    "time",
+    "actor_id",
+    "actor_name",
+    "actor_role",
+    "action",
+    "resource_type",
+    "resource_id",
+    "outcome",
+    "client_ip",
+    "request_id",
+    "detail",
+)
+
+
+def audit_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An audit record's columns as shown and logged: the time in ISO 8601 UTC, the detail parsed."""
+    shown = {name: row[name] for name in AUDIT_COLUMNS}
+    shown["time"] = row["time"].isoformat().replace("+00:00", "Z")
+    shown["detail"] = json.loads(row["detail"] or "{}")
+    return shown
+
+
+def audit_canonical_bytes(row: Mapping[str, Any]) -> bytes:
+    """The log entry of an audit record from its columns (``AuditEvent.canonical_bytes`` of a
+    row not loaded as an ORM object: bulk writers skip building one per record)."""
+    return canonical_json({"type": "audit", **audit_fields(row)})
 
 
 def canonical_json(value: Any) -> bytes:

@@ -9,7 +9,7 @@ An entry is sorted-key, compact, UTF-8 JSON (``irmsia.db.models.canonical_json``
      "sha256": "<hex of the encrypted blob>", "size": 1234, "key_id": "…",
      "time": "2026-03-01T09:00:00Z"}
 
-``audit``   one audit record, ``AuditEvent.canonical_bytes()`` (opaque ids, action, outcome).
+``audit``   one audit record, ``audit_canonical_bytes`` of its columns (opaque ids, action, outcome).
 
 ``analysis`` the SHA-256 of one AI result's canonical JSON, with the result and image ids.
 
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from irmsia.db.imaging import StoredObject
-from irmsia.db.models import AuditEvent, canonical_json
+from irmsia.db.models import canonical_json
 from irmsia.errors import InvalidRequest
 
 
@@ -109,11 +109,6 @@ def digest_entry(kind: str, ref_id: str, subject_id: str, sha256: str, time: dat
     return canonical_json(
         {"type": kind, "id": ref_id, "subject_id": subject_id, "sha256": sha256, "time": _utc_text(time)}
     )
-
-
-def audit_entry(event: AuditEvent) -> bytes:
-    """The canonical entry of an audit record (its own canonical serialisation)."""
-    return event.canonical_bytes()
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from irmsia.db.auditlog import AuditFilter
 from irmsia.db.base import new_id
 from irmsia.db.engine import transaction
 from irmsia.db.imaging import Instance, Patient, Series, Study
-from irmsia.db.models import AuditEvent
-from irmsia.ledger.entries import EntryLog, audit_entry
+from irmsia.db.models import AuditEvent, audit_canonical_bytes
+from irmsia.ledger.entries import EntryLog
 from irmsia.security.policy import Permission, authorize
 from irmsia.usecases.context import RequestContext
 
@@ -79,17 +79,23 @@ class AuditLog:
     ) -> AuditEvent:
         """Add an audit record to ``session`` (committed with the caller's transaction)."""
         record = AuditRecord(ctx, action, outcome, resource_type, resource_id, detail, actor_name)
-        return self.record_many(session, [record])[0]
+        (row,) = self._write(session, [record], after=())
+        return AuditEvent(**row)
 
     def record_many(
         self, session: Session, records: Sequence[AuditRecord], *, after: Sequence[bytes] = ()
-    ) -> list[AuditEvent]:
+    ) -> None:
         """Add several audit records with one flush and one log append (bulk ingest).
 
         ``after``: log entries of the records these audit records are about (stored objects,
         AI results), appended in the same append just before the audit entries, so that a
         change and its audit record cost the transaction one append.
         """
+        self._write(session, records, after=after)
+
+    def _write(
+        self, session: Session, records: Sequence[AuditRecord], *, after: Sequence[bytes]
+    ) -> list[dict[str, Any]]:
         now = self.clock()
         rows = []
         for record in records:
@@ -114,9 +120,9 @@ class AuditLog:
         # One Core INSERT for every record (an ORM unit of work costs several times more, and
         # every audited request pays it); the events returned are not attached to the session.
         session.connection().execute(_NEW_EVENT, rows)
-        events = [AuditEvent(**row) for row in rows]
-        self.log.append_many(session, [*after, *(audit_entry(event) for event in events)])
-        return events
+        # The entries from the rows: an ORM object per record would cost more than its entry.
+        self.log.append_many(session, [*after, *(audit_canonical_bytes(row) for row in rows)])
+        return rows
 
     def record_now(self, ctx: RequestContext, action: str, **kwargs: Any) -> None:
         """Record in a transaction of its own (for refusals, where the caller's is rolled back)."""

@@ -129,6 +129,30 @@ def test_committed_records_and_entries_arrive_together(
         assert found[0].data == stored.canonical_bytes()
 
 
+def test_bulk_records_log_the_same_entry_as_their_stored_rows(
+    container: Container, ledger: Ledger, services: LedgerServices
+) -> None:
+    # record_many writes each entry from the row it inserts (no ORM object per record): the
+    # entry must be exactly what the record, read back from the database, serialises to.
+    from irmsia.usecases.audit import AuditRecord
+
+    records = [
+        AuditRecord(
+            CLI_CTX, "test.bulk", resource_type="image", resource_id=f"img{n}", detail={"n": n, "z": [1]}
+        )
+        for n in range(3)
+    ]
+    with transaction(container.sessions) as session:
+        container.audit.record_many(session, records, after=[b'{"type":"other"}'])
+    with container.sessions() as session:
+        stored = session.scalars(select(AuditEvent).where(AuditEvent.action == "test.bulk")).all()
+        assert len(stored) == 3
+        for event in stored:
+            (found,) = ledger.entries_for(session, entries.AUDIT, ref_id=event.id)
+            assert found.data == event.canonical_bytes()
+            assert found.subject_id == event.resource_id
+
+
 def test_concurrent_appends_serialise_into_one_dense_log(container: Container, ledger: Ledger) -> None:
     writers, per_writer = 4, 15
     errors: list[BaseException] = []
