@@ -10,9 +10,15 @@ from irmsia.security.policy import Principal
 from irmsia.usecases.context import RequestContext
 
 
-def get_container(request: Request) -> Container:
+def container_of(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
+
+
+async def get_container(request: Request) -> Container:
+    """The container, as a dependency. ``async`` because it never blocks: FastAPI runs a plain
+    ``def`` dependency on a worker thread, one thread hand-off per request for a field read."""
+    return container_of(request)
 
 
 def _bearer(request: Request) -> str | None:
@@ -30,7 +36,7 @@ def get_ctx(request: Request) -> RequestContext:
     token = _bearer(request)
     principal: Principal | None = None
     if token is not None:
-        principal = get_container(request).auth.principal_for(token)
+        principal = container_of(request).auth.principal_for(token)
     ctx = RequestContext(
         principal=principal,
         client_ip=request.client.host if request.client else None,

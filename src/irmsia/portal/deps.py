@@ -46,8 +46,9 @@ def page_ctx(request: Request) -> RequestContext:
     return ctx
 
 
-def current_session(request: Request, ctx: RequestContext = Depends(page_ctx)) -> PortalSession:
-    """The caller's live session; anonymous callers are sent to the login page."""
+async def current_session(request: Request, ctx: RequestContext = Depends(page_ctx)) -> PortalSession:
+    """The caller's live session; anonymous callers are sent to the login page. ``async``: it
+    only reads what ``page_ctx`` found, so it needs no worker thread."""
     session: PortalSession | None = request.state.portal_session
     if session is None or ctx.principal is None:
         raise AuthenticationFailed("sign in to continue")
@@ -80,7 +81,7 @@ async def csrf_form(request: Request, session: PortalSession = Depends(current_s
         raise PermissionDenied(CSRF_FAILED)
 
 
-def csrf_header(request: Request, session: PortalSession = Depends(current_session)) -> None:
+async def csrf_header(request: Request, session: PortalSession = Depends(current_session)) -> None:
     """Refuse a script request without the session's CSRF token header (or from another site)."""
     if not same_site(request) or not tokens_match(session.csrf_token, request.headers.get(CSRF_HEADER)):
         raise PermissionDenied(CSRF_FAILED)

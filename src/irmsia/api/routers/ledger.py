@@ -41,8 +41,9 @@ router = APIRouter(prefix=f"{API_PREFIX}/ledger", tags=["ledger"])
 blockchain_router = APIRouter(prefix=f"{API_PREFIX}/blockchain", tags=["ledger"])
 
 
-def get_ledger(request: Request) -> LedgerServices:
-    """The ledger use cases the app was built with (``app.state.ledger``)."""
+async def get_ledger(request: Request) -> LedgerServices:
+    """The ledger use cases the app was built with (``app.state.ledger``); ``async``: it never
+    blocks, so it needs no worker thread (see ``deps.get_container``)."""
     services: LedgerServices | None = getattr(request.app.state, "ledger", None)
     if services is None:
         raise LedgerError("the ledger is not configured")
