@@ -374,7 +374,8 @@ class _Rules:
         decision = self._memo.get(key)
         if decision is None:
             decision = self._public(tag, vr, keyword, top=top, cleaning=cleaning)
-            self._memo[key] = decision
+            if keyword:  # dictionary tags only: made-up tags must not grow the memo
+                self._memo[key] = decision
         return decision
 
     def _private(self, tag: int, creator: str | None) -> _Decision:
@@ -511,16 +512,19 @@ def _dummy(vr: str) -> Any:
     return empty_value_for_VR(vr)
 
 
-_KEYWORDS: dict[int, str] = {}  # tag -> dictionary keyword ("" when unknown), filled as met
+_KEYWORDS: dict[int, str] = {}  # tag -> dictionary keyword, for the tags of the dictionary met so far
 
 
 def _keyword(tag: int) -> str:
-    """pydicom's keyword for a public tag, remembered: its dictionary look-up converts the
-    tag and searches the repeater groups on every call, and every element of every object
-    asks for one."""
+    """pydicom's keyword for a public tag ("" when it has none), remembered for dictionary
+    tags: the look-up converts the tag and searches the repeater groups on every call, and
+    every element of every object asks for one. Tags without a keyword are not remembered,
+    so objects full of made-up tags cannot grow the table."""
     keyword = _KEYWORDS.get(tag)
     if keyword is None:
-        keyword = _KEYWORDS[tag] = keyword_for_tag(tag)
+        keyword = keyword_for_tag(tag)
+        if keyword:
+            _KEYWORDS[tag] = keyword
     return keyword
 
 

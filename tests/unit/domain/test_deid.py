@@ -7,6 +7,7 @@ from datetime import date
 
 import pytest
 from pydicom import config
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -620,3 +621,25 @@ def test_person_name_stored_with_unknown_vr_is_still_treated_as_a_name() -> None
 
     assert out[0x00142006].value == ""
     assert b"uncanary" not in to_bytes(out).lower()
+
+
+def test_made_up_public_tags_are_removed_and_do_not_grow_what_the_deidentifier_remembers() -> None:
+    # A long-running server meets every tag an uploader invents: only dictionary tags may be
+    # remembered (keywords, decisions), or a stream of made-up tags would grow memory for ever.
+    from irmsia.domain import deid as deid_module
+
+    deidentifier = Deidentifier(DeidOptions(), KEY)
+    deidentifier.deidentify(make_ct())
+    keywords_before = len(deid_module._KEYWORDS)
+    decisions_before = len(deidentifier._rules._memo)
+    for batch in range(3):
+        ds = make_ct()
+        for element in range(200):
+            tag = 0x00A00000 | (batch * 0x1000 + element + 0x10)  # even group: public, yet unknown
+            assert keyword_for_tag(tag) == ""
+            ds.add_new(tag, "LO", "CANARYMADEUP")
+        result = deidentifier.deidentify(ds)
+        assert not any(int(elem.tag) >> 16 == 0x00A0 for elem in result.dataset)
+        assert not contains_phi(to_bytes(result.dataset), ["CANARYMADEUP"])
+    assert len(deid_module._KEYWORDS) == keywords_before
+    assert len(deidentifier._rules._memo) == decisions_before
