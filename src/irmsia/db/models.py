@@ -93,7 +93,7 @@ class AuditEvent(Base):
 
     def canonical_bytes(self) -> bytes:
         """Canonical serialisation for the ledger: sorted-key, compact, UTF-8 JSON."""
-        return audit_canonical_bytes({name: getattr(self, name) for name in AUDIT_COLUMNS})
+        return canonical_json({"type": "audit", **self.as_dict()})
 
 
 # The columns an audit record shows (all but the insertion sequence number).

@@ -57,8 +57,8 @@ from irmsia.usecases.context import RequestContext
 Analyzer = Callable[[RequestContext, str, Dataset], str | None]
 
 DICOM_MEDIA_TYPE = "application/dicom"
-WRITING_JOBS = 4  # jobs of one worker whose blob writes may be in flight together
 PNG_MEDIA_TYPE = "image/png"
+WRITING_JOBS = 4  # jobs of one worker whose blob writes may be in flight together
 _INSTANCES: Table = Instance.__table__  # type: ignore[assignment]
 _KNOWN = select(_INSTANCES.c.id).where(_INSTANCES.c.sop_instance_uid == bindparam("uid")).limit(1)
 # The batch commit's lookups, built once (Core: an ORM select costs several times more to run).
