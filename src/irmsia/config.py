@@ -175,7 +175,9 @@ class Settings(BaseSettings):
     )
     RENDER_16BIT: bool = Field(False, description="also store a 16-bit PNG of every frame")
     THUMBNAIL_SIZE: int = Field(256, ge=16, le=1024, description="longest side of thumbnails, in pixels")
-    PNG_COMPRESSION: int = Field(1, ge=0, le=9, description="zlib level of stored PNGs (1 is fast)")
+    PNG_COMPRESSION: int = Field(
+        1, ge=0, le=9, description="deflate level of stored PNGs (0 stores them uncompressed; 1 is fast)"
+    )
 
     # --- AI ------------------------------------------------------------------------
     AI_PROVIDER: str = Field(
