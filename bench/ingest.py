@@ -712,6 +712,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="index in PostgreSQL instead of SQLite: a fresh database per run, created and dropped "
         "through this admin URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres)",
     )
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="also run the thread executor (INGEST_EXECUTOR=thread) with each worker count",
+    )
     args = parser.parse_args(argv)
     global DATABASES
     DATABASES = Databases(
@@ -721,6 +726,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.ct, args.cr, args.multiframe = 60, 4, 1
     workers = [int(n) for n in args.workers.split(",") if n]
     configs = [("inline", "inline", 1), *((f"process x{n}", "process", n) for n in workers)]
+    if args.threads:
+        configs += [(f"thread x{n}", "thread", n) for n in workers]
     root = Path(tempfile.mkdtemp(prefix="irmsia-bench-", dir=args.tmp))
     try:
         started = time.perf_counter()

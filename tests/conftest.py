@@ -109,6 +109,9 @@ def make_settings(data_dir: Path, database_url: str, **overrides: str) -> Settin
         "LEDGER_ORIGIN": "irmsia.test/ledger",
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_KIB": "256",
+        # Threads: most tests build a container each, and two worker processes per test would
+        # multiply the suite's time; the process executor has its own tests.
+        "INGEST_EXECUTOR": "thread",
         **overrides,
     }
     return load_settings(env)

@@ -158,8 +158,8 @@ class Settings(BaseSettings):
 
     # --- ingest ------------------------------------------------------------------
     INGEST_EXECUTOR: Literal["thread", "process", "inline"] = Field(
-        "thread",
-        description="where pipeline jobs run: threads of the server, local worker processes, or inline",
+        "process",
+        description="where pipeline jobs run: local worker processes, threads of the server, or inline",
     )
     INGEST_WORKERS: int = Field(2, ge=1, le=256, description="parallel pipeline workers")
     VALIDATION_MODE: Literal["strict", "lenient"] = Field("strict", description="DICOM validation policy")

@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 
 from irmsia.cli import main as cli
 from irmsia.config import Settings, load_settings
+from irmsia.pipeline.executors import ProcessExecutor
+from tests.factories import make_ct, to_bytes
 
 pytestmark = pytest.mark.db
 
@@ -57,6 +59,21 @@ def _serve(settings: Settings, *argv: str) -> tuple[int, str]:
     out = io.StringIO()
     code = cli.main(["serve", *argv], out=out, settings=settings)
     return code, out.getvalue()
+
+
+def _change_password(
+    client: TestClient, username: str, password: str, headers: dict[str, str]
+) -> dict[str, str]:
+    """Replace a one-time password by NEW_PASSWORD; the headers of a fresh sign-in with it."""
+    changed = client.post(
+        "/api/v1/auth/password",
+        json={"current_password": password, "new_password": NEW_PASSWORD},
+        headers=headers,
+    )
+    assert changed.status_code == 204, changed.text
+    login = client.post("/api/v1/auth/login", data={"username": username, "password": NEW_PASSWORD})
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
 
 
 def _one_time_password(output: str) -> str:
@@ -101,14 +118,7 @@ def test_first_start_creates_admin_and_prints_a_one_time_password_once(
         assert refused.json()["detail"] == "password change required before anything else"
         assert client.get("/api/v1/studies", headers=headers).status_code == 403
 
-        changed = client.post(
-            "/api/v1/auth/password",
-            json={"current_password": password, "new_password": NEW_PASSWORD},
-            headers=headers,
-        )
-        assert changed.status_code == 204, changed.text
-        relogin = client.post("/api/v1/auth/login", data={"username": "admin", "password": NEW_PASSWORD})
-        headers = {"Authorization": f"Bearer {relogin.json()['access_token']}"}
+        headers = _change_password(client, "admin", password, headers)
         users = client.get("/api/v1/users", headers=headers)
         assert users.status_code == 200
         assert [(u["username"], u["role"]) for u in users.json()] == [("admin", "admin")]
@@ -145,3 +155,28 @@ def test_no_admin_is_bootstrapped_when_accounts_exist(tmp_path: Path, db_url: st
     with TestClient(app, raise_server_exceptions=False) as client:
         answer = client.post("/api/v1/auth/login", data={"username": "admin", "password": "x" * 20})
         assert answer.status_code == 401
+
+
+def test_the_default_server_runs_ingest_jobs_in_worker_processes(
+    tmp_path: Path, db_url: str, server: Server
+) -> None:
+    settings = _first_start_settings(tmp_path / "data", db_url)
+    created = io.StringIO()
+    argv = ["user", "create", "uploader", "--role", "uploader"]
+    assert cli.main(argv, out=created, settings=settings) == 0
+    password = created.getvalue().split()[-1]
+
+    code, _output = _serve(settings)
+
+    assert code == 0
+    [(app, _host, _port)] = server.started
+    assert isinstance(app.state.container.ingest.executor, ProcessExecutor)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        login = client.post("/api/v1/auth/login", data={"username": "uploader", "password": password})
+        assert login.status_code == 200, login.text
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        headers = _change_password(client, "uploader", password, headers)
+        files = [("files", ("a.dcm", to_bytes(make_ct()), "application/dicom"))]
+        upload = client.post("/api/v1/dicom/upload", files=files, headers=headers)
+        assert upload.status_code == 200, upload.text
+        assert upload.json()["summary"]["stored"] == 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import signal
 import threading
 import time
 from collections import deque
@@ -206,8 +207,13 @@ _WORKER_RUNNER: JobRunner | None = None
 
 
 def _init_worker(settings_env: dict[str, str]) -> None:
-    """Build this worker process's own object graph from the settings (no shared state)."""
+    """Build this worker process's own object graph from the settings (no shared state).
+
+    Ctrl-C in a terminal interrupts the whole process group: the worker ignores it and the
+    server, which shuts the pool down after its running jobs, decides when to stop.
+    """
     global _WORKER_RUNNER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from irmsia.bootstrap import build_container
     from irmsia.config import load_settings
 

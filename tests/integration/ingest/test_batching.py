@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -338,5 +339,32 @@ def test_worker_processes_run_batches_from_memory_and_from_the_spool(tmp_path, d
         assert {outcome.state for outcome in outcomes} == {JobState.SUCCEEDED}
         assert count_rows(built, "instances") == 8
         assert list(built.blobs.list("spool/")) == []
+    finally:
+        built.close()
+
+
+def test_worker_processes_survive_a_terminal_interrupt(tmp_path, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    # Ctrl-C in a terminal sends SIGINT to the whole process group, workers included: they
+    # ignore it (the server stops the pool itself), so the pool is not broken by it.
+    import multiprocessing
+    import os
+    import signal
+
+    from irmsia.bootstrap import build_container
+    from tests.conftest import make_settings
+
+    before = {child.pid for child in multiprocessing.active_children()}
+    settings = make_settings(tmp_path / "sig", db_url, INGEST_EXECUTOR="process", INGEST_WORKERS="2")
+    built = build_container(settings)
+    try:
+        built.executor.wait_ready()
+        workers = [child for child in multiprocessing.active_children() if child.pid not in before]
+        assert len(workers) == 2
+        for worker in workers:
+            assert worker.pid is not None
+            os.kill(worker.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert all(worker.is_alive() for worker in workers)
+        assert built.ingest.submit(CLI_CTX, _files(_slices(3))).counts["stored"] == 3
     finally:
         built.close()
