@@ -17,14 +17,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-
 from irmsia.config import Settings
 from irmsia.errors import InvalidRequest
-from irmsia.pipeline.job import JobState
-from irmsia.usecases.ingest import ZIP_MAGIC, IncomingFile
 
+# pydicom and the ingest use case are imported by the commands that use them: building the
+# parser (``irmsia --help``, any command) does not pay for them.
 if TYPE_CHECKING:
     from irmsia.pipeline.executors import Executor
     from irmsia.pipeline.runner import Outcome
@@ -76,6 +73,7 @@ def ingest_command(args: argparse.Namespace, settings: Settings, out: TextIO) ->
 
     from irmsia.bootstrap import build_container
     from irmsia.cli.main import CLI_CTX
+    from irmsia.usecases.ingest import IncomingFile
 
     files = list(_files(args.paths))
     if args.workers is not None and args.workers < 1:
@@ -131,6 +129,8 @@ def _objects_in(path: Path) -> int:
     empty members skipped) from the archive's central directory, so the bar knows its total
     before anything is read; an unreadable archive counts as one (it is rejected as one).
     """
+    from irmsia.usecases.ingest import ZIP_MAGIC
+
     try:
         with path.open("rb") as handle:
             if handle.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
@@ -166,6 +166,8 @@ class _Progress:
                 self._advance("rejected", refused)
 
     def job_ended(self, future: Future[Outcome]) -> None:
+        from irmsia.pipeline.job import JobState
+
         outcome = None if future.cancelled() or future.exception() else future.result()
         if outcome is None or outcome.state is not JobState.SUCCEEDED:
             self._advance("rejected")
@@ -206,6 +208,9 @@ class _ReportingExecutor:
 
 
 def what_if_command(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     from irmsia.bootstrap import build_deid_options
     from irmsia.domain.deid import what_if
 

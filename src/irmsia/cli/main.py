@@ -8,16 +8,18 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from irmsia import __version__
-from irmsia.bootstrap import Container, build_container
 from irmsia.config import Settings, load_settings
 from irmsia.errors import IrmsiaError
 from irmsia.security.policy import Principal, Role
 from irmsia.usecases.context import RequestContext
-from irmsia.usecases.ledger import LedgerServices
-from irmsia.usecases.users import Accounts, CreatedUser
+
+if TYPE_CHECKING:  # the object graph is imported when a command needs it, not for --help
+    from irmsia.bootstrap import Container
+    from irmsia.usecases.ledger import LedgerServices
+    from irmsia.usecases.users import Accounts, CreatedUser
 
 CLI_PRINCIPAL = Principal(id="cli", username="cli", roles=frozenset({Role.ADMIN}), method="cli")
 CLI_CTX = RequestContext(principal=CLI_PRINCIPAL, client_ip="local", request_id=None)
@@ -107,6 +109,8 @@ def entrypoint() -> None:
 @contextmanager
 def _container(settings: Settings) -> Iterator[Container]:
     """The object graph of a one-shot command (inline jobs), closed when the command ends."""
+    from irmsia.bootstrap import build_container
+
     container = build_container(settings, executor="inline")
     try:
         yield container
@@ -126,6 +130,8 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     host, port = args.host or settings.HOST, args.port or settings.PORT
     # The server's container runs jobs on the configured executor (INGEST_EXECUTOR); the
     # one-shot commands use ``_container`` (inline), which finishes every job before exiting.
+    from irmsia.bootstrap import build_container
+
     container = build_container(settings)
     url = settings.public_url if not (args.host or args.port) else f"http://{host}:{port}"
     try:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from irmsia import __version__
 from irmsia.cli.main import main
 from tests.conftest import make_settings
 
@@ -73,3 +76,17 @@ def test_bad_configuration_is_reported_in_one_line(
     assert capsys.readouterr().err.strip() == (
         "error: ENCRYPTION_KEY must be 64 hex characters (32 bytes); got 3 characters"
     )
+
+
+def test_help_and_version_do_not_load_the_object_graph() -> None:
+    # A fresh interpreter: this one has imported everything already. ``--help`` and
+    # ``--version`` build the parser only; pydicom and the container are imported by the
+    # commands that need them.
+    code = (
+        "import sys\n"
+        "from irmsia.cli.main import main\n"
+        "assert main(['--version']) == 0\n"
+        "print(sorted(m for m in ('irmsia.bootstrap', 'pydicom', 'irmsia.usecases.ingest') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [f"irmsia {__version__}", "[]"]
