@@ -126,12 +126,11 @@ def _ledger_services(settings: Settings) -> Iterator[LedgerServices]:
 
 def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from irmsia.api.app import create_app
+    from irmsia.bootstrap import build_container
 
     host, port = args.host or settings.HOST, args.port or settings.PORT
     # The server's container runs jobs on the configured executor (INGEST_EXECUTOR); the
     # one-shot commands use ``_container`` (inline), which finishes every job before exiting.
-    from irmsia.bootstrap import build_container
-
     container = build_container(settings)
     url = settings.public_url if not (args.host or args.port) else f"http://{host}:{port}"
     try:

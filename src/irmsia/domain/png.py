@@ -61,7 +61,8 @@ def encode_png(array: np.ndarray, *, level: int = 1) -> bytes:
     """Encode uint8 or uint16 pixels, grayscale (rows, columns) or RGB(A) (rows, columns, 3|4), as PNG.
 
     ``level`` is the compression level 0..9 (0 stores the rows uncompressed); 1 is much faster
-    than 6 for a few percent more bytes. Lossless. Raises TypeError/ValueError for arrays of another dtype or shape (a caller bug).
+    than 6 for a few percent more bytes. Lossless. Raises TypeError/ValueError for arrays of
+    another dtype or shape (a caller bug).
     """
     array = _check(array, level)
     if _deflate:
