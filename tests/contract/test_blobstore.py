@@ -51,27 +51,6 @@ def test_bytes_like_inputs_are_stored(blob_store: BlobStore) -> None:
     assert blob_store.get("b.bin") == b"from a view"
 
 
-def test_put_many_stores_every_item(blob_store: BlobStore) -> None:
-    items = [
-        ("objects/ab/cd/job-1.bin", b"\x00first\xff"),
-        ("objects/ab/cd/job-2.bin", bytearray(b"second")),
-        ("objects/ef/job-3.bin", memoryview(b"xthird")[1:]),
-        ("objects/ab/cd/job-4.bin", b""),
-    ]
-    blob_store.put("objects/ab/cd/job-1.bin", b"old content")
-    blob_store.put_many(items)
-    assert [blob_store.get(key) for key, _data in items] == [b"\x00first\xff", b"second", b"third", b""]
-    blob_store.put_many([("objects/single.bin", b"alone")])
-    assert blob_store.get("objects/single.bin") == b"alone"
-    blob_store.put_many([])
-
-
-def test_put_many_with_a_bad_key_stores_nothing(blob_store: BlobStore) -> None:
-    with pytest.raises(InvalidRequest):
-        blob_store.put_many([("objects/good.bin", b"x"), ("objects/../bad.bin", b"y")])
-    assert list(blob_store.list("")) == []
-
-
 def test_empty_blob_round_trips(blob_store: BlobStore) -> None:
     blob_store.put("empty.bin", b"")
     assert blob_store.get("empty.bin") == b""
@@ -131,6 +110,43 @@ def test_delete_removes_the_blob_and_is_idempotent(blob_store: BlobStore) -> Non
     blob_store.delete("objects/k.bin")
     blob_store.delete("never/existed.bin")
     assert list(blob_store.list()) == []
+
+
+def test_ranges_read_the_bytes_they_name(blob_store: BlobStore) -> None:
+    data = bytes(range(256)) * 40  # 10 240 bytes, every offset distinct modulo 256
+    blob_store.put("objects/ab/pack.bin", data)
+    assert blob_store.get("objects/ab/pack.bin", offset=0, length=10) == data[:10]
+    assert blob_store.get("objects/ab/pack.bin", offset=300, length=4000) == data[300:4300]
+    assert blob_store.get("objects/ab/pack.bin", offset=10_000) == data[10_000:]
+    assert blob_store.get("objects/ab/pack.bin", offset=5, length=0) == b""
+    streamed = blob_store.iter_chunks("objects/ab/pack.bin", chunk_size=1000, offset=1234, length=5000)
+    chunks = list(streamed)
+    assert b"".join(chunks) == data[1234:6234]
+    assert max(len(chunk) for chunk in chunks) <= 1000
+    assert b"".join(blob_store.iter_chunks("objects/ab/pack.bin", offset=9000)) == data[9000:]
+
+
+def test_a_range_past_the_end_yields_what_there_is(blob_store: BlobStore) -> None:
+    blob_store.put("objects/ab/short.bin", b"0123456789")
+    assert blob_store.get("objects/ab/short.bin", offset=6, length=100) == b"6789"
+    assert blob_store.get("objects/ab/short.bin", offset=10, length=5) == b""
+    assert blob_store.get("objects/ab/short.bin", offset=50) == b""
+    assert b"".join(blob_store.iter_chunks("objects/ab/short.bin", offset=8, length=10)) == b"89"
+    assert b"".join(blob_store.iter_chunks("objects/ab/short.bin", offset=99, length=10)) == b""
+
+
+def test_ranges_of_a_missing_blob_or_negative_ranges_are_refused(blob_store: BlobStore) -> None:
+    blob_store.put("objects/ab/k.bin", b"data")
+    for offset, length in ((0, 4), (2, None), (1, 0)):
+        with pytest.raises(BlobNotFound):
+            blob_store.get("objects/ab/missing.bin", offset=offset, length=length)
+        with pytest.raises(BlobNotFound):
+            blob_store.iter_chunks("objects/ab/missing.bin", offset=offset, length=length)
+    for offset, length in ((-1, None), (0, -1)):
+        with pytest.raises(InvalidRequest):
+            blob_store.get("objects/ab/k.bin", offset=offset, length=length)
+        with pytest.raises(InvalidRequest):
+            blob_store.iter_chunks("objects/ab/k.bin", offset=offset, length=length)
 
 
 def test_missing_blob_raises_blob_not_found(blob_store: BlobStore) -> None:

@@ -38,9 +38,13 @@ def test_upload_browse_download_and_delete_on_s3(
         item = client.post("/api/v1/dicom/upload", files=files, headers=headers).json()["files"][0]
         assert item["status"] == "stored"
         listed = s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]
-        assert len(listed) == 3 and all(o["Key"].startswith("irmsia/objects/") for o in listed)
+        # DICOM, PNG and thumbnail in one object, each read back with a ranged GET
+        assert len(listed) == 1 and listed[0]["Key"].startswith("irmsia/objects/")
         dicom = client.get(f"/api/v1/images/{item['image_id']}/dicom", headers=headers)
         assert dicom.status_code == 200 and dicom.content[128:132] == b"DICM"
+        for path in ("frames/0", "thumbnail"):
+            image = client.get(f"/api/v1/images/{item['image_id']}/{path}", headers=headers)
+            assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
         assert client.delete(f"/api/v1/studies/{item['study_id']}", headers=headers).status_code == 204
         assert s3_server.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     container.close()

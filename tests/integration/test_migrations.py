@@ -43,3 +43,17 @@ def test_sqlite_uses_wal_and_foreign_keys(tmp_path) -> None:  # type: ignore[no-
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_objects_stored_before_0006_read_at_offset_zero(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine, "0005")
+        migrate.upgrade(engine)
+        columns = {column["name"]: column for column in inspect(engine).get_columns("stored_objects")}
+        assert not columns["blob_offset"]["nullable"]
+        assert str(columns["blob_offset"]["default"]).split("::")[0].strip("'()") == "0"  # for earlier rows
+        unique = inspect(engine).get_unique_constraints("stored_objects")
+        assert ["storage_key"] not in [constraint["column_names"] for constraint in unique]
+    finally:
+        engine.dispose()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from irmsia.db.base import Base, new_id
@@ -84,10 +84,14 @@ class Instance(Base):
 
 
 class StoredObject(Base):
-    """One encrypted blob: the de-identified DICOM, a rendered frame, or a thumbnail.
+    """One encrypted object: the de-identified DICOM, a rendered frame, or a thumbnail.
 
-    ``wrapped_key`` is the object's data key wrapped by the KEK ``key_id``; deleting the row
-    (crypto-shredding) makes the blob unreadable even if a copy of it survives.
+    It is the ``size`` bytes at ``blob_offset`` in the blob ``storage_key``: ingest writes the
+    objects of one instance as one blob, one after the other (one file to create and flush
+    instead of three or more); each object keeps its own data key, nonce and hash. Objects
+    stored before that have a blob each (offset 0). ``wrapped_key`` is the object's data key
+    wrapped by the KEK ``key_id``; deleting the row (crypto-shredding) makes the object
+    unreadable even if a copy of its blob survives.
     """
 
     __tablename__ = "stored_objects"
@@ -97,9 +101,10 @@ class StoredObject(Base):
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # dicom | png | png16 | thumbnail
     frame: Mapped[int] = mapped_column(Integer, default=0)
-    storage_key: Mapped[str] = mapped_column(String(255), unique=True)
-    sha256: Mapped[str] = mapped_column(String(64))  # of the encrypted blob as stored
-    size: Mapped[int] = mapped_column(Integer)  # encrypted bytes
+    storage_key: Mapped[str] = mapped_column(String(255), index=True)
+    blob_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    sha256: Mapped[str] = mapped_column(String(64))  # of the encrypted object as stored
+    size: Mapped[int] = mapped_column(Integer)  # encrypted bytes, from blob_offset on
     plaintext_size: Mapped[int] = mapped_column(Integer)
     media_type: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str] = mapped_column(String(128), index=True)

@@ -11,10 +11,13 @@ same semantics, checked by one contract suite (``tests/contract/test_blobstore.p
   ``InvalidRequest``; the backend is never touched.
 * ``put``/``put_stream`` replace the whole blob atomically: a reader sees the old or the
   new content, never a mix, and a failed write leaves the old content (or nothing).
-  ``put_many`` stores several blobs concurrently, each atomically as ``put`` would; it is
-  not all-or-nothing: when one fails, it raises after every write has ended, and the
-  others may be stored (the caller deletes what it no longer wants).
 * reading a missing key raises ``BlobNotFound``; ``delete`` of a missing key is a no-op.
+* ``get`` and ``iter_chunks`` read the whole blob or, with ``offset`` and ``length``, the
+  bytes from ``offset`` on (at most ``length`` of them): several objects can share one
+  blob (ingest writes a job's objects as one). A range that runs past the end yields what
+  there is, and nothing from an offset at or past the end, as an HTTP range read does; the
+  caller checks the length it expected (a short read fails the object's authentication
+  tag anyway). A negative offset or length raises ``InvalidRequest``.
 * ``list(prefix)`` yields the keys that start with ``prefix`` (a plain string prefix,
   as in S3), in ascending order.
 * any other backend failure raises ``StorageError`` whose message names the operation
@@ -24,11 +27,9 @@ same semantics, checked by one contract suite (``tests/contract/test_blobstore.p
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from irmsia.errors import InvalidRequest
 
@@ -127,17 +128,35 @@ class BlobReader(Iterator[bytes]):
         self.close()
 
 
+def check_range(offset: int, length: int | None) -> None:
+    """Raise ``InvalidRequest`` for a negative range offset or length."""
+    if offset < 0 or (length is not None and length < 0):
+        raise InvalidRequest("a blob range needs a non-negative offset and length")
+
+
+def bounded(read: Callable[[int], bytes], length: int | None) -> Callable[[int], bytes]:
+    """``read`` limited to ``length`` bytes in all (unlimited for ``None``)."""
+    if length is None:
+        return read
+    remaining = length
+
+    def limited(size: int) -> bytes:
+        nonlocal remaining
+        if remaining <= 0:
+            return b""
+        data = read(min(size, remaining))
+        remaining -= len(data)
+        return data
+
+    return limited
+
+
 @runtime_checkable
 class BlobStore(Protocol):
     """Where encrypted objects live. See the module docstring for the shared semantics."""
 
     def put(self, key: str, data: BytesLike) -> None:
         """Store ``data`` under ``key``, replacing any previous blob atomically."""
-        ...
-
-    def put_many(self, items: Sequence[tuple[str, BytesLike]]) -> None:
-        """Store each ``(key, data)`` as ``put`` does, concurrently; raises the first failure
-        (``StorageError``, in item order) once every write has ended."""
         ...
 
     def put_stream(self, key: str, chunks: Iterable[BytesLike]) -> int:
@@ -148,12 +167,15 @@ class BlobStore(Protocol):
         """
         ...
 
-    def get(self, key: str) -> bytes:
-        """Return the whole blob. Raises ``BlobNotFound``."""
+    def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the blob, or the range ``offset`` … ``offset + length``. Raises ``BlobNotFound``."""
         ...
 
-    def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> BlobReader:
-        """Open the blob for streaming; raises ``BlobNotFound`` now, not at the first chunk."""
+    def iter_chunks(
+        self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, offset: int = 0, length: int | None = None
+    ) -> BlobReader:
+        """Open the blob (or a range of it) for streaming; raises ``BlobNotFound`` now, not at
+        the first chunk."""
         ...
 
     def delete(self, key: str) -> None:
@@ -175,50 +197,3 @@ class BlobStore(Protocol):
     def check_writable(self) -> None:
         """Write and remove a probe blob; raise ``StorageError`` if that fails (readiness)."""
         ...
-
-
-_Item = TypeVar("_Item")
-_Result = TypeVar("_Result")
-WRITE_THREADS = 4  # concurrent writes of one put_many at most
-
-
-class ConcurrentWrites:
-    """The small thread pool a store runs ``put_many``'s writes on, started on first use.
-
-    A durable write mostly waits (for the disk's flush, or the network), so several overlap.
-    The threads are idle between calls and end with the process.
-    """
-
-    def __init__(self, threads: int = WRITE_THREADS) -> None:
-        self._threads = threads
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def run(self, write: Callable[[_Item], _Result], items: Sequence[_Item]) -> list[Future[_Result]]:
-        """Run ``write`` on every item and wait for all of them; return their finished futures.
-
-        One item runs in the calling thread. Never raises for a failed write: the caller reads
-        each future (``exception()`` / ``result()``), so it can clean up after the others.
-        """
-        if len(items) == 1:
-            only: Future[_Result] = Future()
-            try:
-                only.set_result(write(items[0]))
-            except Exception as exc:  # noqa: BLE001  (handed to the caller in the future)
-                only.set_exception(exc)
-            return [only]
-        futures = [self._executor().submit(write, item) for item in items]
-        wait(futures)
-        return futures
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="irmsia-put")
-            return self._pool
-
-
-def first_failure(futures: Sequence[Future[_Result]]) -> None:
-    """Re-raise the first failed future's exception, in order (after ``ConcurrentWrites.run``)."""
-    for future in futures:
-        future.result()

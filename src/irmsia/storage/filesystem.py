@@ -20,7 +20,7 @@ import contextlib
 import os
 import secrets
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from irmsia.errors import BlobNotFound, StorageError
@@ -28,7 +28,8 @@ from irmsia.storage.base import (
     DEFAULT_CHUNK_SIZE,
     BlobReader,
     BytesLike,
-    ConcurrentWrites,
+    bounded,
+    check_range,
     is_valid_key,
     validate_key,
     validate_prefix,
@@ -121,7 +122,6 @@ class FilesystemBlobStore:
 
     def __init__(self, root: Path | str) -> None:
         self._root = Path(root)
-        self._writes = ConcurrentWrites()
 
     @property
     def root(self) -> Path:
@@ -132,41 +132,6 @@ class FilesystemBlobStore:
         """Store ``data`` under ``key`` atomically. Raises ``StorageError``."""
         self.put_stream(key, (data,))
 
-    def put_many(self, items: Sequence[tuple[str, BytesLike]]) -> None:
-        """Store each ``(key, data)`` atomically; the files are written and ``fsync``-ed
-        concurrently, then renamed, then each directory is ``fsync``-ed once (not once per
-        file: blobs written together usually share a directory). Raises ``StorageError`` for
-        the first failed key once every write has ended; no temporary file is left."""
-        keys = [key for key, _data in items]
-        paths = [self._path(key) for key in keys]  # every key is checked before any write
-        temps: list[Path | None] = []
-        index = 0  # the key an error names
-        try:
-            for directory in dict.fromkeys(path.parent for path in paths):
-                make_private_dirs(directory)
-            written = self._writes.run(
-                lambda i: write_temporary(paths[i].parent, (items[i][1],)), range(len(items))
-            )
-            temps = [None if future.exception() else future.result()[0] for future in written]
-            for index in range(len(written)):
-                error = written[index].exception()
-                if error is not None:
-                    raise error
-            for index, (temp, path) in enumerate(zip(temps, paths, strict=True)):
-                assert temp is not None
-                os.replace(temp, path)
-                temps[index] = None
-            for directory in dict.fromkeys(path.parent for path in paths):
-                fsync_directory(directory)
-        except OSError as exc:
-            raise StorageError(
-                f"filesystem blob store could not write key {keys[index]}: {_reason(exc)}"
-            ) from exc
-        finally:
-            for temp in temps:
-                if temp is not None:
-                    temp.unlink(missing_ok=True)
-
     def put_stream(self, key: str, chunks: Iterable[BytesLike]) -> int:
         """Store the concatenated chunks atomically; return the size. Raises ``StorageError``."""
         path = self._path(key)
@@ -176,27 +141,36 @@ class FilesystemBlobStore:
         except OSError as exc:
             raise StorageError(f"filesystem blob store could not write key {key}: {_reason(exc)}") from exc
 
-    def get(self, key: str) -> bytes:
-        """Return the blob. Raises ``BlobNotFound`` or ``StorageError``."""
+    def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the blob or a range of it. Raises ``BlobNotFound`` or ``StorageError``."""
+        check_range(offset, length)
         path = self._path(key)
         try:
             with path.open("rb") as handle:
-                return handle.read()
+                if offset:
+                    handle.seek(offset)
+                return handle.read() if length is None else handle.read(length)
         except _MISSING as exc:
             raise BlobNotFound(f"no blob under key {key}") from exc
         except OSError as exc:
             raise StorageError(f"filesystem blob store could not read key {key}: {_reason(exc)}") from exc
 
-    def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> BlobReader:
-        """Open the blob for streaming. Raises ``BlobNotFound`` immediately if missing."""
+    def iter_chunks(
+        self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, offset: int = 0, length: int | None = None
+    ) -> BlobReader:
+        """Open the blob (or a range of it) for streaming. Raises ``BlobNotFound`` immediately
+        if missing."""
+        check_range(offset, length)
         path = self._path(key)
         try:
             handle = path.open("rb")
+            if offset:
+                handle.seek(offset)
         except _MISSING as exc:
             raise BlobNotFound(f"no blob under key {key}") from exc
         except OSError as exc:
             raise StorageError(f"filesystem blob store could not read key {key}: {_reason(exc)}") from exc
-        return BlobReader(handle.read, handle.close, chunk_size)
+        return BlobReader(bounded(handle.read, length), handle.close, chunk_size)
 
     def delete(self, key: str) -> None:
         """Remove the blob; a missing blob is fine. Empty directories are left in place.

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 from irmsia.errors import BlobNotFound
-from irmsia.storage.base import DEFAULT_CHUNK_SIZE, BlobReader, BytesLike, validate_key, validate_prefix
+from irmsia.storage.base import (
+    DEFAULT_CHUNK_SIZE,
+    BlobReader,
+    BytesLike,
+    check_range,
+    validate_key,
+    validate_prefix,
+)
 
 
 class MemoryBlobStore:
@@ -24,13 +31,6 @@ class MemoryBlobStore:
         with self._lock:
             self._blobs[key] = blob
 
-    def put_many(self, items: Sequence[tuple[str, BytesLike]]) -> None:
-        """Store each ``(key, data)`` in turn (memory writes do not wait); keys checked first."""
-        for key, _data in items:
-            validate_key(key)
-        for key, data in items:
-            self.put(key, data)
-
     def put_stream(self, key: str, chunks: Iterable[BytesLike]) -> int:
         """Store the concatenated chunks; nothing changes if the iterable raises."""
         validate_key(key)
@@ -42,13 +42,19 @@ class MemoryBlobStore:
             self._blobs[key] = blob
         return len(blob)
 
-    def get(self, key: str) -> bytes:
-        """Return the blob. Raises ``BlobNotFound``."""
-        return self._lookup(key)
+    def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the blob or a range of it. Raises ``BlobNotFound``."""
+        check_range(offset, length)
+        blob = self._lookup(key)
+        if offset == 0 and length is None:
+            return blob
+        return blob[offset:] if length is None else blob[offset : offset + length]
 
-    def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> BlobReader:
-        """Stream the blob as it was when this call was made."""
-        stream = io.BytesIO(self._lookup(key))
+    def iter_chunks(
+        self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, offset: int = 0, length: int | None = None
+    ) -> BlobReader:
+        """Stream the blob (or a range of it) as it was when this call was made."""
+        stream = io.BytesIO(self.get(key, offset=offset, length=length))
         return BlobReader(stream.read, stream.close, chunk_size)
 
     def delete(self, key: str) -> None:

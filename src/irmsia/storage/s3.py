@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,8 +26,7 @@ from irmsia.storage.base import (
     DEFAULT_CHUNK_SIZE,
     BlobReader,
     BytesLike,
-    ConcurrentWrites,
-    first_failure,
+    check_range,
     is_valid_key,
     validate_key,
     validate_prefix,
@@ -94,8 +93,7 @@ class S3BlobStore:
                 read_timeout_s=read_timeout_s,
                 max_attempts=max_attempts,
             )
-        self._client = client  # boto3 clients are thread-safe: put_many shares this one
-        self._writes = ConcurrentWrites()
+        self._client = client
 
     def __repr__(self) -> str:
         return f"S3BlobStore(bucket={self._bucket!r}, prefix={self._prefix!r})"
@@ -105,13 +103,6 @@ class S3BlobStore:
         name = self._object_name(key)
         with self._mapped("put", key):
             self._client.put_object(Bucket=self._bucket, Key=name, Body=_as_body(data))
-
-    def put_many(self, items: Sequence[tuple[str, BytesLike]]) -> None:
-        """Store each ``(key, data)`` with its own request, a few at once. Raises the first
-        ``StorageError`` (in item order) once every request has ended."""
-        for key, _data in items:
-            self._object_name(key)  # every key is checked before any request goes out
-        first_failure(self._writes.run(lambda item: self.put(*item), items))
 
     def put_stream(self, key: str, chunks: Iterable[BytesLike]) -> int:
         """Upload the concatenated chunks, multipart once they exceed one part; return the size.
@@ -152,22 +143,27 @@ class S3BlobStore:
             raise
         return total
 
-    def get(self, key: str) -> bytes:
-        """Return the whole object. Raises ``BlobNotFound`` or ``StorageError``."""
-        name = self._object_name(key)
-        with self._mapped("get", key):
-            body = self._client.get_object(Bucket=self._bucket, Key=name)["Body"]
-            try:
+    def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the whole object or a range of it (a ranged GET). Raises ``BlobNotFound`` or
+        ``StorageError``."""
+        body = self._open(key, offset, length)
+        if body is None:
+            return b""
+        try:
+            with self._mapped("get", key):
                 data: bytes = body.read()
-            finally:
-                body.close()
+        finally:
+            body.close()
         return data
 
-    def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> BlobReader:
-        """Start a download and stream it. Raises ``BlobNotFound`` at once if missing."""
-        name = self._object_name(key)
-        with self._mapped("get", key):
-            body = self._client.get_object(Bucket=self._bucket, Key=name)["Body"]
+    def iter_chunks(
+        self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE, *, offset: int = 0, length: int | None = None
+    ) -> BlobReader:
+        """Start a download (of a range, with ``offset``/``length``) and stream it. Raises
+        ``BlobNotFound`` at once if missing."""
+        body = self._open(key, offset, length)
+        if body is None:
+            return BlobReader(lambda _size: b"", lambda: None, chunk_size)
 
         def read(size: int) -> bytes:
             with self._mapped("read", key):
@@ -175,6 +171,27 @@ class S3BlobStore:
             return data
 
         return BlobReader(read, body.close, chunk_size)
+
+    def _open(self, key: str, offset: int, length: int | None) -> Any:
+        """The streaming body of a GET of the range, or None when the range is empty."""
+        check_range(offset, length)
+        name = self._object_name(key)
+        if length == 0:
+            self.size(key)  # BlobNotFound for a missing key, as for any other read
+            return None
+        extra = {}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            extra["Range"] = f"bytes={offset}-{end}"
+        from botocore.exceptions import ClientError
+
+        with self._mapped("get", key):
+            try:
+                return self._client.get_object(Bucket=self._bucket, Key=name, **extra)["Body"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return None  # an offset at or past the end: nothing to read
+                raise
 
     def delete(self, key: str) -> None:
         """Delete the object; S3 treats a missing key as success."""

@@ -31,6 +31,8 @@ _THUMBNAILS = select(
     StoredObject.instance_id,
     StoredObject.id,
     StoredObject.storage_key,
+    StoredObject.blob_offset,
+    StoredObject.size,
     StoredObject.key_id,
     StoredObject.wrapped_key,
 ).where(
@@ -84,12 +86,13 @@ class Retrieve:
                 detail={"frame": frame} if kind in ("png", "png16") else {},
             )
             key, object_id = stored.storage_key, stored.id
+            span = {"offset": stored.blob_offset, "length": stored.size}
             wrapped = WrappedKey(stored.key_id, stored.wrapped_key)
             media_type, size = stored.media_type, stored.plaintext_size
         if size <= STREAM_THRESHOLD:
-            data = self.cipher.decrypt(object_id, self.blobs.get(key), wrapped)
+            data = self.cipher.decrypt(object_id, self.blobs.get(key, **span), wrapped)
             return Download(media_type, len(data), iter((data,)))
-        chunks = self.cipher.decrypt_stream(object_id, self.blobs.iter_chunks(key), wrapped)
+        chunks = self.cipher.decrypt_stream(object_id, self.blobs.iter_chunks(key, **span), wrapped)
         return Download(media_type, size, chunks)
 
     def thumbnails_in(self, session: Session, image_ids: Sequence[str]) -> dict[str, bytes]:
@@ -105,10 +108,10 @@ class Retrieve:
             return {}
         rows = session.execute(_THUMBNAILS, {"ids": sorted(set(image_ids))}).all()
         found: dict[str, bytes] = {}
-        for image_id, object_id, key, key_id, wrapped in rows:
+        for image_id, object_id, key, offset, size, key_id, wrapped in rows:
             try:
                 found[image_id] = self.cipher.decrypt(
-                    object_id, self.blobs.get(key), WrappedKey(key_id, wrapped)
+                    object_id, self.blobs.get(key, offset=offset, length=size), WrappedKey(key_id, wrapped)
                 )
             except BlobNotFound:
                 continue
@@ -211,6 +214,7 @@ class Retrieve:
         return keys
 
     def _remove_blobs(self, keys: list[str]) -> int:
-        for key in keys:
+        unique = list(dict.fromkeys(keys))  # the objects of an instance share one blob
+        for key in unique:
             self.blobs.delete(key)
-        return len(keys)
+        return len(unique)

@@ -134,6 +134,8 @@ class _Anchored:
 class _Target:
     object_id: str
     storage_key: str
+    blob_offset: int
+    size: int
     db_sha256: str
     entry_index: int | None
     entry_sha256: str | None
@@ -469,6 +471,8 @@ class Verification:
                 _Target(
                     object_id=obj.id,
                     storage_key=obj.storage_key,
+                    blob_offset=obj.blob_offset,
+                    size=obj.size,
                     db_sha256=obj.sha256,
                     entry_index=entry.idx if entry is not None else None,
                     entry_sha256=digest if isinstance(digest, str) else None,
@@ -502,7 +506,9 @@ class Verification:
         digest = hashlib.sha256()
         size = 0
         try:
-            with self.blobs.iter_chunks(target.storage_key) as reader:
+            with self.blobs.iter_chunks(
+                target.storage_key, offset=target.blob_offset, length=target.size
+            ) as reader:
                 for chunk in reader:
                     digest.update(chunk)
                     size += len(chunk)

@@ -176,23 +176,24 @@ def test_a_jobs_blob_writes_overlap_the_next_jobs_steps_and_fail_it_alone(
     poisoned, following = tickets[0][0], tickets[1][0]
     next_job_started = threading.Event()
     overlapped: list[bool] = []
-    original_validate, original_put_many = IngestPipeline.validate, container.blobs.put_many
+    original_validate, original_put_stream = IngestPipeline.validate, container.blobs.put_stream
 
     def validate(self, state):  # type: ignore[no-untyped-def]
         if state.job_id == following:
             next_job_started.set()
         return original_validate(self, state)
 
-    def put_many(items):  # type: ignore[no-untyped-def]
-        if any(poisoned in key for key, _data in items):
-            # Still writing when the next job's first step runs, then the disk fails.
+    def put_stream(key, parts):  # type: ignore[no-untyped-def]
+        if poisoned in key:
+            # Still writing when the next job's first step runs; the blob is there, then the
+            # disk fails (as a failed flush after the data was written would).
             overlapped.append(next_job_started.wait(10))
-            original_put_many(items[:1])
+            original_put_stream(key, parts)
             raise StorageError("filesystem blob store could not write key (test): No space left on device")
-        return original_put_many(items)
+        return original_put_stream(key, parts)
 
     monkeypatch.setattr(IngestPipeline, "validate", validate)
-    monkeypatch.setattr(container.blobs, "put_many", put_many)
+    monkeypatch.setattr(container.blobs, "put_stream", put_stream)
     queued = [threads.submit(*ticket) for ticket in tickets]
     recorder.hold.set()
     outcomes = [future.result(30) for future in queued]
@@ -224,18 +225,18 @@ def test_several_jobs_blob_writes_are_in_flight_together(
     tickets = [_ticket(container, blob) for blob in _slices(3)]
     all_writing = threading.Barrier(3, timeout=10)
     met: list[bool] = []
-    original_put_many = container.blobs.put_many
+    original_put_stream = container.blobs.put_stream
 
-    def put_many(items):  # type: ignore[no-untyped-def]
-        if any(ticket[0] in key for ticket in tickets for key, _data in items):
+    def put_stream(key, parts):  # type: ignore[no-untyped-def]
+        if any(ticket[0] in key for ticket in tickets):
             try:  # every job of the batch is writing before any write ends
                 all_writing.wait()
                 met.append(True)
             except threading.BrokenBarrierError:
                 met.append(False)
-        return original_put_many(items)
+        return original_put_stream(key, parts)
 
-    monkeypatch.setattr(container.blobs, "put_many", put_many)
+    monkeypatch.setattr(container.blobs, "put_stream", put_stream)
     queued = [threads.submit(*ticket) for ticket in tickets]
     recorder.hold.set()
     outcomes = [future.result(30) for future in queued]
@@ -244,6 +245,7 @@ def test_several_jobs_blob_writes_are_in_flight_together(
     assert met == [True, True, True]
     assert [outcome.result["status"] for outcome in outcomes] == ["stored"] * 3
     assert count_rows(container, "stored_objects") == 4 * 3  # DICOM, PNG, thumbnail each
+    assert len(list(container.blobs.list("objects/"))) == 4  # in one blob per instance
 
 
 def test_the_same_instance_twice_in_one_batch_is_stored_once(

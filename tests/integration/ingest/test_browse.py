@@ -103,13 +103,17 @@ def test_tampered_blob_gives_a_clear_integrity_error(
     from irmsia.db.imaging import StoredObject
 
     with container.sessions() as session:
-        key = session.get(StoredObject, dicom["id"]).storage_key
+        stored = session.get(StoredObject, dicom["id"])
+        key, end = stored.storage_key, stored.blob_offset + stored.size
     blob = bytearray(container.blobs.get(key))
-    blob[-20] ^= 0x01
+    blob[end - 20] ^= 0x01  # inside the DICOM object, which shares the blob with the others
     container.blobs.put(key, bytes(blob))
     response = client.get(f"/api/v1/images/{item['image_id']}/dicom", headers=staff["admin"])
     assert response.status_code == 500
     assert response.json()["error"] == "integrity_error"
+    # The other objects of the blob are intact and still read.
+    thumbnail = client.get(f"/api/v1/images/{item['image_id']}/thumbnail", headers=staff["admin"])
+    assert thumbnail.status_code == 200 and thumbnail.content.startswith(b"\x89PNG")
 
 
 def test_vault_reidentifies_for_admins_only_and_is_audited(
@@ -208,7 +212,8 @@ def test_deleting_a_study_destroys_its_keys_and_blobs(
     )
     assert client.delete(f"/api/v1/studies/{first['study_id']}", headers=staff["admin"]).status_code == 204
     assert count_rows(container, "stored_objects") == 3
-    assert len(set(container.blobs.list("objects/"))) == len(kept) - 3
+    assert len(kept) == 2  # one blob per instance, holding its DICOM, PNG and thumbnail
+    assert len(set(container.blobs.list("objects/"))) == len(kept) - 1
     assert client.get(f"/api/v1/studies/{first['study_id']}", headers=staff["admin"]).status_code == 404
     assert client.get(f"/api/v1/images/{second['image_id']}/dicom", headers=staff["admin"]).status_code == 200
 

@@ -53,9 +53,12 @@ def test_crash_mid_job_is_cleaned_up_and_resumed_at_start_up(container: Containe
         job = session.get(Job, job_id)
         assert job is not None
         job.state, job.attempt, job.step = JobState.RUNNING.value, 1, "store"
-    orphan = f"objects/{job_id[:2]}/{job_id}-leftover.bin"
+    orphan = f"objects/{job_id[:2]}/{job_id}.bin"
     container.blobs.put(orphan, b"partial")
-    # A leftover in the layout of earlier versions (one directory per job) goes too.
+    # Leftovers in the layouts of earlier versions (a blob per object, in the shared
+    # directories or in a directory per job) go too.
+    per_object = f"objects/{job_id[:2]}/{job_id}-leftover.bin"
+    container.blobs.put(per_object, b"partial")
     legacy = f"objects/{job_id[:2]}/{job_id}/leftover.bin"
     container.blobs.put(legacy, b"partial")
     # Another job's blob in the same shared directory stays.
@@ -73,11 +76,12 @@ def test_crash_mid_job_is_cleaned_up_and_resumed_at_start_up(container: Containe
         time.sleep(0.05)
         outcome = container.runner.outcome(job_id)
     assert outcome.state is JobState.SUCCEEDED
-    assert not container.blobs.exists(orphan)
+    assert not container.blobs.exists(per_object)
     assert not container.blobs.exists(legacy)
     assert container.blobs.get(neighbour) == b"another job"
     stored = [key for key in container.blobs.list("objects/") if key != neighbour]
-    assert stored and all(key.startswith(f"objects/{job_id[:2]}/{job_id}-") for key in stored)
+    assert stored == [orphan]  # written again by the resumed job, in full
+    assert container.blobs.size(orphan) > len(b"partial")
     assert count_rows(container, "instances") == 1
     assert not any(key.startswith("spool/") for key in container.blobs.list(""))
 

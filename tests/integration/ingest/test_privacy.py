@@ -30,13 +30,26 @@ def _original_uids(ds: pydicom.Dataset) -> list[str]:
 
 
 def _decrypted_objects(container: Container) -> list[tuple[str, bytes]]:
+    """Every stored object, decrypted; checks on the way that the objects sharing a blob
+    cover it exactly (no byte of a blob lies outside an encrypted object)."""
     with container.sessions() as session:
         rows = session.scalars(select(StoredObject)).all()
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for row in rows:
+            spans.setdefault(row.storage_key, []).append((row.blob_offset, row.size))
+        for key, ranges in spans.items():
+            ends = [0]
+            for offset, size in sorted(ranges):
+                assert offset == ends[-1]
+                ends.append(offset + size)
+            assert ends[-1] == container.blobs.size(key)
         return [
             (
                 row.kind,
                 container.cipher.decrypt(
-                    row.id, container.blobs.get(row.storage_key), WrappedKey(row.key_id, row.wrapped_key)
+                    row.id,
+                    container.blobs.get(row.storage_key, offset=row.blob_offset, length=row.size),
+                    WrappedKey(row.key_id, row.wrapped_key),
                 ),
             )
             for row in rows

@@ -134,41 +134,24 @@ def test_a_new_directory_is_flushed_into_its_parent(tmp_path: Path, monkeypatch:
     assert flushed == [tmp_path / "root/objects/ab/job1"]  # nothing new: only the file's rename
 
 
-def test_put_many_flushes_each_directory_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stream_of_several_parts_is_one_file_flushed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ingest writes an instance's objects as the parts of one stream: one file to create,
+    # one fsync for its data and one for its directory's entry.
     from irmsia.storage import filesystem
 
     store = FilesystemBlobStore(tmp_path / "root")
-    store.put("objects/ab/cd/warm.bin", b"w")  # the directories exist: only renames follow
+    store.put("objects/ab/warm.bin", b"w")  # the directories exist: only the rename follows
     flushed: list[Path] = []
     synced: list[int] = []
     real_dir, real_fsync = filesystem.fsync_directory, os.fsync
     monkeypatch.setattr(filesystem, "fsync_directory", lambda d: (flushed.append(Path(d)), real_dir(d))[1])
     monkeypatch.setattr(filesystem.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
-    store.put_many([(f"objects/ab/cd/job-{n}.bin", bytes([n]) * 1000) for n in range(3)])
-    assert flushed == [tmp_path / "root/objects/ab/cd"]  # one directory flush for three renames
-    assert len(synced) == 4  # each file before its rename, then the directory once
-    assert [store.get(f"objects/ab/cd/job-{n}.bin") for n in range(3)] == [
-        bytes([n]) * 1000 for n in range(3)
-    ]
-    assert not [p for p in (tmp_path / "root").rglob("*") if p.name.startswith(".tmp-")]
-
-
-def test_put_many_that_fails_leaves_no_temporary_file_and_keeps_old_blobs(tmp_path: Path) -> None:
-    store = FilesystemBlobStore(tmp_path)
-    store.put("objects/job-1.bin", b"old")
-    released = memoryview(b"gone")
-    released.release()  # writing it raises, after the other item's file was written
-    with pytest.raises(ValueError):
-        store.put_many([("objects/job-1.bin", b"new"), ("objects/job-2.bin", released)])
-    assert store.get("objects/job-1.bin") == b"old"  # one write failed: no file is renamed
-    assert not store.exists("objects/job-2.bin")
-    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
-
-
-def test_put_many_under_an_existing_blob_is_a_storage_error(tmp_path: Path) -> None:
-    store = FilesystemBlobStore(tmp_path)
-    store.put("a", b"blob")
-    with pytest.raises(StorageError, match="a/b"):
-        store.put_many([("a/b", b"nested"), ("c", b"other")])
-    assert store.get("a") == b"blob"
-    assert not store.exists("c")
+    parts = [bytes([n]) * (1000 + n) for n in range(3)]
+    assert store.put_stream("objects/ab/job.bin", parts) == sum(len(part) for part in parts)
+    assert flushed == [tmp_path / "root/objects/ab"]
+    assert len(synced) == 2  # the file before its rename, then the directory
+    assert store.get("objects/ab/job.bin") == b"".join(parts)
+    assert store.get("objects/ab/job.bin", offset=1000, length=1001) == parts[1]
+    assert {p.name for p in (tmp_path / "root/objects/ab").iterdir()} == {"warm.bin", "job.bin"}
