@@ -164,12 +164,12 @@ class FilesystemBlobStore:
         path = self._path(key)
         try:
             handle = path.open("rb")
-            if offset:
-                handle.seek(offset)
         except _MISSING as exc:
             raise BlobNotFound(f"no blob under key {key}") from exc
         except OSError as exc:
             raise StorageError(f"filesystem blob store could not read key {key}: {_reason(exc)}") from exc
+        if offset:
+            handle.seek(offset)  # past the end is allowed: the first read returns nothing
         return BlobReader(bounded(handle.read, length), handle.close, chunk_size)
 
     def delete(self, key: str) -> None:
