@@ -169,7 +169,11 @@ class FilesystemBlobStore:
         except OSError as exc:
             raise StorageError(f"filesystem blob store could not read key {key}: {_reason(exc)}") from exc
         if offset:
-            handle.seek(offset)  # past the end is allowed: the first read returns nothing
+            try:
+                handle.seek(offset)  # past the end is allowed: the first read returns nothing
+            except OSError as exc:
+                handle.close()
+                raise StorageError(f"filesystem blob store could not read key {key}: {_reason(exc)}") from exc
         return BlobReader(bounded(handle.read, length), handle.close, chunk_size)
 
     def delete(self, key: str) -> None:
