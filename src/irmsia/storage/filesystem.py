@@ -22,6 +22,7 @@ import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from irmsia.errors import BlobNotFound, StorageError
 from irmsia.storage.base import (
@@ -143,15 +144,10 @@ class FilesystemBlobStore:
 
     def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
         """Return the blob or a range of it. Raises ``BlobNotFound`` or ``StorageError``."""
-        check_range(offset, length)
-        path = self._path(key)
+        handle = self._open(key, offset, length)
         try:
-            with path.open("rb") as handle:
-                if offset:
-                    handle.seek(offset)
+            with handle:
                 return handle.read() if length is None else handle.read(length)
-        except _MISSING as exc:
-            raise BlobNotFound(f"no blob under key {key}") from exc
         except OSError as exc:
             raise StorageError(f"filesystem blob store could not read key {key}: {_reason(exc)}") from exc
 
@@ -160,21 +156,26 @@ class FilesystemBlobStore:
     ) -> BlobReader:
         """Open the blob (or a range of it) for streaming. Raises ``BlobNotFound`` immediately
         if missing."""
+        handle = self._open(key, offset, length)
+        return BlobReader(bounded(handle.read, length), handle.close, chunk_size)
+
+    def _open(self, key: str, offset: int, length: int | None) -> BinaryIO:
+        """The blob's file, positioned at ``offset`` (past the end is allowed: the first read
+        then returns nothing). Raises ``BlobNotFound`` or ``StorageError``."""
         check_range(offset, length)
         path = self._path(key)
+        handle: BinaryIO | None = None
         try:
             handle = path.open("rb")
+            if offset:
+                handle.seek(offset)
+            return handle
         except _MISSING as exc:
             raise BlobNotFound(f"no blob under key {key}") from exc
         except OSError as exc:
-            raise StorageError(f"filesystem blob store could not read key {key}: {_reason(exc)}") from exc
-        if offset:
-            try:
-                handle.seek(offset)  # past the end is allowed: the first read returns nothing
-            except OSError as exc:
+            if handle is not None:
                 handle.close()
-                raise StorageError(f"filesystem blob store could not read key {key}: {_reason(exc)}") from exc
-        return BlobReader(bounded(handle.read, length), handle.close, chunk_size)
+            raise StorageError(f"filesystem blob store could not read key {key}: {_reason(exc)}") from exc
 
     def delete(self, key: str) -> None:
         """Remove the blob; a missing blob is fine. Empty directories are left in place.
